@@ -1,0 +1,294 @@
+"""The ``steerlab`` command line: thin wrappers that parse, call the library and print.
+
+Every expected failure (unknown model, unsupported architecture, bad layer, missing or
+malformed file, empty dataset, vector of another model, NaN values) ends with one line on
+stderr and exit code 1, never a traceback. ``STEERLAB_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="steerlab",
+    help="Steer causal LMs at inference time by reading and editing their activations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    msg = " ".join(str(message).split())
+    _err_console().print(f"[bold red]error:[/] {msg}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _errors(fn: F) -> F:
+    """Turn expected exceptions into a one-line error and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if os.environ.get("STEERLAB_DEBUG"):
+            return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except (ValueError, OSError, RuntimeError, KeyError, TypeError) as e:
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            _fail(text)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(model: str, dtype: str | None = None, device: str | None = None) -> Any:
+    from transformers.utils import logging as hf_logging
+
+    from .models import load_model
+
+    # the CLI prints its own status; keep transformers' per-tensor bars and warnings out of it
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    with _err_console().status(f"loading model '{model}'..."):
+        return load_model(model, dtype=dtype, device=device)
+
+
+def _parse_layers(text: str, n_layers: int) -> list[int]:
+    """``"10"``, ``"8,10,12"``, ``"8-12"`` or ``"all"`` -> layer list (negative = from the end)."""
+    if text.strip() == "all":
+        return list(range(n_layers))
+    layers: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                layers.extend(range(int(a), int(b) + 1))
+            else:
+                layers.append(int(part))
+        except ValueError:
+            raise ValueError(f"bad layer list '{text}': use e.g. 10, 8,10,12, 8-12 or all") from None
+    out = []
+    for layer in layers:
+        resolved = layer + n_layers if layer < 0 else layer
+        if not 0 <= resolved < n_layers:
+            raise ValueError(f"layer {layer} out of range: this model has layers 0..{n_layers - 1}")
+        out.append(resolved)
+    return sorted(set(out))
+
+
+def _parse_where(text: str) -> str | int:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+ModelOpt = typer.Option("embedded", "--model", "-m", help="'embedded', a .gguf file, a local directory or a hub id.")
+
+
+@app.command()
+@_errors
+def info(
+    model: str = ModelOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show the model, its architecture adapter and the available sites."""
+    lm = _load(model)
+    d = lm.describe()
+    d["sites"] = {
+        "residual": f"residual.0..{lm.adapter.n_layers - 1} (decoder block output, width {lm.adapter.hidden_size})",
+        "heads": f"heads.0..{lm.adapter.n_layers - 1} (o_proj input, {lm.adapter.n_heads} heads x {lm.adapter.head_dim})",
+        "attn_out": "attn_out.L (attention block output)",
+        "mlp_out": "mlp_out.L (MLP output)",
+    }
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    table = Table(title=f"steerlab info: {lm.name}", show_header=False)
+    for k, v in d.items():
+        if k == "sites":
+            for kind, text in v.items():
+                table.add_row(f"site {kind}", text)
+        else:
+            table.add_row(k, str(v))
+    _console().print(table)
+
+
+@app.command()
+@_errors
+def fit(
+    pairs_file: Path = typer.Argument(..., help="Contrastive pairs: JSONL/JSON/CSV with positive, negative[, prompt]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output vector file (.safetensors; a .json sidecar is written)."),
+    model: str = ModelOpt,
+    layers: str = typer.Option("middle", "--layers", "-l", help="Layers: 10 | 8,10,12 | 8-12 | all | middle."),
+    method: str = typer.Option("mean_diff", help="mean_diff (CAA) | pca (repeng-style) | probe (logistic)."),
+    site: str = typer.Option("residual", help="Site kind: residual | heads | attn_out | mlp_out."),
+    positions: str = typer.Option("last", help="last | all | answer (answer span, needs a prompt column)."),
+    chat: bool = typer.Option(False, "--chat/--no-chat", help="Wrap texts in the chat template."),
+    batch_size: int = typer.Option(8, min=1),
+    streaming: bool = typer.Option(False, help="Keep running statistics only (flat memory)."),
+) -> None:
+    """Fit a steering vector from contrastive pairs and save it as safetensors + JSON."""
+    from .artifacts import save_vector
+    from .fit import fit_vector
+    from .io import read_pairs
+
+    pairs = read_pairs(pairs_file)
+    lm = _load(model)
+    layer_list = [lm.adapter.n_layers // 2] if layers == "middle" else _parse_layers(layers, lm.adapter.n_layers)
+    vec = fit_vector(lm, pairs, layer_list, method=method, site_kind=site, positions=positions,
+                     batch_size=batch_size, streaming=streaming, chat=chat, progress=True)
+    path = save_vector(vec, out)
+    norms = ", ".join(f"{k}={v:.2f}" for k, v in vec.norms().items())
+    _console().print(f"fitted {method} vector on {len(pairs)} pairs at {len(vec.vectors)} site(s) -> {path}\nnorms: {norms}")
+
+
+def _read_prompt_args(prompts: list[str] | None, prompts_file: Path | None) -> list[str]:
+    from .io import read_prompts
+
+    items = list(prompts or [])
+    if prompts_file is not None:
+        items += read_prompts(prompts_file)
+    if not items:
+        raise ValueError("no prompts: pass them as arguments or with --prompts-file")
+    return items
+
+
+@app.command()
+@_errors
+def generate(
+    prompts: Optional[list[str]] = typer.Argument(None, help="Prompts (or use --prompts-file)."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", "-f", help="One prompt per line, or JSONL with 'prompt'."),
+    model: str = ModelOpt,
+    vector: Optional[Path] = typer.Option(None, "--vector", "-v", help="Steering vector file from `steerlab fit`."),
+    strength: float = typer.Option(1.0, "--strength", "-s", help="Multiplier of the vector."),
+    where: str = typer.Option("generated", help="all | prompt | generated | an integer start position."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1),
+    temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples."),
+    top_p: float = typer.Option(1.0),
+    seed: Optional[int] = typer.Option(None),
+    stop: Optional[list[str]] = typer.Option(None, help="Stop string (repeatable)."),
+    chat: bool = typer.Option(True, "--chat/--no-chat", help="Apply the chat template when the model has one."),
+    compare: bool = typer.Option(False, "--compare", help="Show unsteered and steered side by side."),
+    batch_size: int = typer.Option(8, min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """Generate text, optionally steered by a vector; --compare shows both."""
+    from .artifacts import load_vector
+
+    items = _read_prompt_args(prompts, prompts_file)
+    if compare and vector is None:
+        raise ValueError("--compare needs --vector")
+    lm = _load(model)
+    vec = load_vector(vector, lm) if vector is not None else None
+    chat = chat and lm.has_chat_template
+    where_v = _parse_where(where)
+    runs = [("unsteered", None), ("steered", vec)] if compare else [("steered" if vec else "output", vec)]
+    results = _generate_batched(lm, items, runs, strength, where_v, max_new_tokens, temperature, top_p, seed,
+                                stop, chat, batch_size)
+    if as_json:
+        for i, p in enumerate(items):
+            print(json.dumps({"prompt": p, **{name: results[name][i] for name, _ in runs}}))
+        return
+    _print_side_by_side(items, results, title=f"{lm.name}" + (f" | {vector.name} x {strength:g} @ {where}" if vec else ""))
+
+
+def _generate_batched(lm: Any, items: list[str], runs: list[tuple[str, Any]], strength: float, where: str | int,
+                      max_new_tokens: int, temperature: float, top_p: float, seed: int | None, stop: Any,
+                      chat: bool, batch_size: int) -> dict[str, list[str]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .generate import generate as gen
+
+    results: dict[str, list[str]] = {name: [] for name, _ in runs}
+    total = len(items) * len(runs)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=_err_console(), transient=True, disable=total <= batch_size) as bar:
+        task = bar.add_task("generating", total=total)
+        for name, vec in runs:
+            for i in range(0, len(items), batch_size):
+                chunk = items[i : i + batch_size]
+                out = gen(lm, chunk, steer=vec, strength=strength, where=where, max_new_tokens=max_new_tokens,
+                          do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0,
+                          top_p=top_p, seed=seed, stop=stop, chat=chat)
+                results[name].extend(t.strip() for t in out.texts)
+                bar.advance(task, len(chunk))
+    return results
+
+
+def _print_side_by_side(items: list[str], results: dict[str, list[str]], title: str) -> None:
+    table = Table(title=title, show_lines=True, expand=True)
+    table.add_column("prompt", ratio=1)
+    for name in results:
+        table.add_column(name, ratio=2)
+    for i, p in enumerate(items):
+        table.add_row(p, *(results[name][i] for name in results))
+    _console().print(table)
+
+
+@app.command("export-gguf")
+@_errors
+def export_gguf_cmd(
+    vector: Path = typer.Argument(..., help="Vector file from `steerlab fit` (residual sites only)."),
+    out: Path = typer.Argument(..., help="Output .gguf control-vector file for llama.cpp."),
+) -> None:
+    """Export residual-stream vectors as a llama.cpp GGUF control vector."""
+    from .artifacts import export_gguf, load_vector
+
+    vec = load_vector(vector)
+    path = export_gguf(vec, out)
+    _console().print(f"wrote llama.cpp control vector ({len(vec.vectors)} layer(s)) -> {path}")
+
+
+@app.command()
+@_errors
+def demo(
+    model: str = ModelOpt,
+    out_dir: Path = typer.Option(Path("out/demo"), "--out-dir", help="Where the demo's pairs and vector are written."),
+    layer: Optional[int] = typer.Option(None, help="Layer to steer (default: the demo's choice for the model)."),
+    strength: Optional[float] = typer.Option(None, help="Steering strength (default: the demo's choice)."),
+    max_new_tokens: int = typer.Option(40, "--max-new-tokens", "-n", min=1),
+) -> None:
+    """Fit a 'joyful vs gloomy' vector on the embedded model and show steered vs unsteered text."""
+    from .demo import run_demo
+
+    run_demo(model=model, out_dir=out_dir, layer=layer, strength=strength, max_new_tokens=max_new_tokens,
+             console=_console(), load=_load, show=_print_side_by_side)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as e:  # last resort: never print a traceback to users
+        if os.environ.get("STEERLAB_DEBUG"):
+            raise
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        _err_console().print(f"error: {type(e).__name__}: {text} (set STEERLAB_DEBUG=1 for a traceback)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
