@@ -3,6 +3,9 @@
 __version__ = "0.1.0"
 
 from .arch import ArchAdapter, ArchitectureError, get_adapter
+from .artifacts import VectorError, export_gguf, load_vector, save_vector
+from .capture import capture, capture_stats
+from .fit import ContrastPair, fit_vector
 from .generate import GenerationOutput, generate
 from .hooks import HookManager, StepState, StopForward
 from .interventions import Steer
@@ -14,6 +17,7 @@ __all__ = [
     "__version__",
     "ArchAdapter",
     "ArchitectureError",
+    "ContrastPair",
     "GenerationOutput",
     "HookManager",
     "LoadedModel",
@@ -24,9 +28,16 @@ __all__ = [
     "StepState",
     "SteeringVector",
     "StopForward",
+    "VectorError",
     "VectorMeta",
+    "capture",
+    "capture_stats",
+    "export_gguf",
+    "fit_vector",
     "generate",
     "get_adapter",
     "load_model",
+    "load_vector",
+    "save_vector",
     "wrap_model",
 ]

@@ -1,0 +1,200 @@
+"""Artifacts: safetensors round trip with metadata, atomic writes, clear errors, GGUF export."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import steerlab.artifacts as art
+from steerlab.artifacts import VectorError, check_vector, export_gguf, load_vector, save_vector
+from steerlab.testing import tiny_model
+from steerlab.vectors import SteeringVector, VectorMeta
+
+
+def _meta(lm, **kw) -> VectorMeta:
+    a = lm.adapter
+    base = dict(model_name=lm.name, architecture=a.family, hidden_size=a.hidden_size, n_layers=a.n_layers,
+                heads_width=a.heads_width, method="mean_diff", positions="last")
+    base.update(kw)
+    return VectorMeta(**base)
+
+
+def _vec(lm, layers=(1, 2), kind="residual", seed=0, **meta) -> SteeringVector:
+    g = torch.Generator().manual_seed(seed)
+    width = lm.adapter.heads_width if kind == "heads" else lm.adapter.hidden_size
+    vectors = {f"{kind}.{layer}": torch.randn(width, generator=g) for layer in layers}
+    return SteeringVector(vectors, _meta(lm, **meta))
+
+
+def _raw_save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> None:
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_round_trip_and_header(tiny, tmp_path) -> None:
+    vec = _vec(tiny, layers=(0, 3), extra={"n_pairs": 7})
+    vec = SteeringVector({**vec.vectors, "heads.2": torch.arange(64, dtype=torch.float32)},
+                         replace(vec.meta, heads={"heads.2": (1, 3)}))
+    path = save_vector(vec, tmp_path / "happy")
+    assert path == tmp_path / "happy.safetensors"
+    assert sorted(os.listdir(tmp_path)) == ["happy.json", "happy.safetensors"]
+    # the header is plain JSON (no pickle): 8-byte little-endian length, then '{'
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    meta = json.loads(header["__metadata__"]["steerlab"])
+    assert header["__metadata__"]["format"] == "steerlab.vector/1"
+    assert meta["model_name"] == "tiny-llama" and meta["hidden_size"] == 64
+    assert meta["heads"] == {"heads.2": [1, 3]}
+    assert header["residual.3"]["shape"] == [64] and header["residual.3"]["dtype"] == "F32"
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["steerlab"] == header["__metadata__"]["steerlab"]
+    side = json.loads((tmp_path / "happy.json").read_text())
+    assert side["meta"]["method"] == "mean_diff" and side["meta"]["extra"] == {"n_pairs": 7}
+    assert side["sites"]["heads.2"]["norm"] == pytest.approx(float(torch.arange(64.0).norm()), rel=1e-6)
+
+    back = load_vector(path, tiny)
+    assert back.meta == vec.meta
+    assert back.vectors.keys() == vec.vectors.keys()
+    for k in vec.vectors:
+        assert torch.equal(back.vectors[k], vec.vectors[k])
+    assert [s.heads for s in back.sites if s.kind.value == "heads"] == [(1, 3)]
+    assert load_vector(tmp_path / "happy").meta == vec.meta  # suffix optional; no model check
+    with pytest.raises(ValueError, match="end in .safetensors"):
+        save_vector(vec, tmp_path / "happy.pt")
+
+
+def test_atomic_write_survives_failure_mid_write(tiny, tmp_path, monkeypatch) -> None:
+    old = _vec(tiny, seed=1)
+    path = save_vector(old, tmp_path / "v.safetensors")
+    before = path.read_bytes()
+    before_side = (tmp_path / "v.json").read_bytes()
+
+    def half_then_crash(f, data: bytes) -> None:
+        f.write(data[: len(data) // 2])
+        f.flush()
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(art, "_write_all", half_then_crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_vector(_vec(tiny, seed=2), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and (tmp_path / "v.json").read_bytes() == before_side
+    assert sorted(os.listdir(tmp_path)) == ["v.json", "v.safetensors"]  # temp file cleaned up
+    assert torch.equal(load_vector(path, tiny).vectors["residual.1"], old.vectors["residual.1"])
+
+    # a failure at the last step (the rename) leaves the old file too
+    def no_replace(src, dst) -> None:
+        raise OSError("rename failed (simulated)")
+
+    monkeypatch.setattr(art.os, "replace", no_replace)
+    with pytest.raises(OSError, match="rename failed"):
+        save_vector(_vec(tiny, seed=3), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["v.json", "v.safetensors"]
+
+    # and a successful save replaces it
+    save_vector(_vec(tiny, seed=4), path)
+    assert path.read_bytes() != before
+
+
+def test_load_errors(tiny, tmp_path) -> None:
+    with pytest.raises(VectorError, match="vector file not found: .*nope.safetensors"):
+        load_vector(tmp_path / "nope.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"this is not a safetensors file at all")
+    with pytest.raises(VectorError, match="is not a valid safetensors file"):
+        load_vector(junk)
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(save_vector(_vec(tiny), tmp_path / "full.safetensors").read_bytes()[:100])
+    with pytest.raises(VectorError, match="is not a valid safetensors file"):
+        load_vector(truncated)
+    bare = tmp_path / "bare.safetensors"
+    _raw_save(bare, {"residual.1": torch.zeros(64)}, None)
+    with pytest.raises(VectorError, match="has no steerlab metadata"):
+        load_vector(bare)
+    bad_json = tmp_path / "badjson.safetensors"
+    _raw_save(bad_json, {"residual.1": torch.zeros(64)}, {"steerlab": "{not json"})
+    with pytest.raises(VectorError, match="malformed steerlab metadata"):
+        load_vector(bad_json)
+    meta = json.dumps(_meta(tiny).to_json())
+    odd = tmp_path / "odd.safetensors"
+    _raw_save(odd, {"weights": torch.zeros(64)}, {"steerlab": meta})
+    with pytest.raises(VectorError, match="tensor 'weights' that is not a site key"):
+        load_vector(odd)
+    nan = tmp_path / "nan.safetensors"
+    _raw_save(nan, {"residual.1": torch.tensor([1.0, float("nan")] + [0.0] * 62)}, {"steerlab": meta})
+    with pytest.raises(VectorError, match=r"residual.1 contains NaN or infinite values \(1 of 64 entries\)"):
+        load_vector(nan)
+    deep = tmp_path / "deep.safetensors"
+    _raw_save(deep, {"residual.9": torch.zeros(64)}, {"steerlab": meta})
+    with pytest.raises(VectorError, match="site at layer 9; its model has layers 0..3"):
+        load_vector(deep)
+    wide = tmp_path / "wide.safetensors"
+    _raw_save(wide, {"residual.1": torch.zeros(65)}, {"steerlab": meta})
+    with pytest.raises(VectorError, match="width 65 but its metadata says hidden size 64"):
+        load_vector(wide)
+    with pytest.raises(VectorError, match="NaN or infinite"):
+        save_vector(_vec(tiny) * float("inf"), tmp_path / "inf.safetensors")
+
+
+def test_load_checks_the_target_model(tiny, tmp_path) -> None:
+    # wrong hidden size (same family)
+    big = tiny_model("llama", hidden=128, n_heads=4)
+    path = save_vector(_vec(big), tmp_path / "big.safetensors")
+    with pytest.raises(VectorError, match="hidden size 128 does not match the model's 64"):
+        load_vector(path, tiny)
+    # another model: other architecture
+    neox = tiny_model("gpt_neox")
+    path = save_vector(_vec(neox), tmp_path / "neox.safetensors")
+    with pytest.raises(VectorError, match="made for another model: a gpt_neox model \\('tiny-gpt_neox'\\)"):
+        load_vector(path, tiny)
+    # another model: same family and width, other name and depth
+    deep = tiny_model("llama", n_layers=6)
+    deep.name = "tiny-llama-6"
+    path = save_vector(_vec(deep, layers=(1,)), tmp_path / "deep.safetensors")
+    msg = r"made for another model: 'tiny-llama-6' \(6 layers\), not 'tiny-llama' \(4 layers\)"
+    with pytest.raises(VectorError, match=msg):
+        load_vector(path, tiny)
+    # a layer the model does not have (metadata silent on depth)
+    path = save_vector(_vec(tiny, layers=(5,), n_layers=0), tmp_path / "l5.safetensors")
+    with pytest.raises(VectorError, match="residual site at layer 5; the model has layers 0..3"):
+        load_vector(path, tiny)
+    # same family and shapes, another name (a fine-tune): accepted
+    check_vector(_vec(tiny, model_name="my-finetune"), tiny)
+
+
+def test_export_gguf(tiny, tmp_path) -> None:
+    import gguf
+
+    vec = _vec(tiny, layers=(1, 3, 2))
+    path = export_gguf(vec, tmp_path / "v.gguf")
+    reader = gguf.GGUFReader(str(path))
+    fields = {name: reader.get_field(name).contents() for name in
+              ("general.architecture", "controlvector.model_hint", "controlvector.layer_count")}
+    assert fields == {"general.architecture": "controlvector", "controlvector.model_hint": "llama",
+                      "controlvector.layer_count": 3}
+    names = [t.name for t in reader.tensors]
+    assert names == ["direction.1", "direction.2", "direction.3"]
+    for t in reader.tensors:
+        layer = int(t.name.split(".")[1])
+        assert t.tensor_type == gguf.GGMLQuantizationType.F32 and list(t.shape) == [64]
+        np.testing.assert_array_equal(np.asarray(t.data), vec.vectors[f"residual.{layer}"].numpy())
+    assert sorted(os.listdir(tmp_path)) == ["v.gguf"]
+
+
+def test_export_gguf_refuses_other_sites(tiny, tmp_path) -> None:
+    mixed = _vec(tiny, layers=(1,)) + _vec(tiny, layers=(2,), kind="heads")
+    with pytest.raises(VectorError, match="residual-stream directions only; this vector also has heads.2"):
+        export_gguf(mixed, tmp_path / "m.gguf")
+    with pytest.raises(VectorError, match="cannot steer layer 0"):
+        export_gguf(_vec(tiny, layers=(0, 1)), tmp_path / "z.gguf")
+    assert not list(tmp_path.iterdir())
