@@ -173,7 +173,8 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     _fsync_dir(path.parent)
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file, fsync and rename: never a half-written file."""
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             _write_all(f, data)
@@ -229,9 +230,9 @@ def save_vector(vec: SteeringVector, path: str | os.PathLike[str]) -> Path:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in vec.vectors.items()}
     meta = {_META_KEY: json.dumps(vec.meta.to_json(), sort_keys=True), "format": FORMAT}
     data = st_save(tensors, metadata=meta)
-    _atomic_bytes(target, data)
+    atomic_write_bytes(target, data)
     text = json.dumps(_sidecar(vec), indent=2, sort_keys=True) + "\n"
-    _atomic_bytes(sidecar_path(target), text.encode("utf-8"))
+    atomic_write_bytes(sidecar_path(target), text.encode("utf-8"))
     return target
 
 
