@@ -2,5 +2,9 @@
 
 from .add import AddIntervention, Steer, Where, row_ranges
 from .base import Intervention
+from .iti import ITIConfig, ITIExample, ITIFit, fit_iti, fold_into_bias
 
-__all__ = ["AddIntervention", "Intervention", "Steer", "Where", "row_ranges"]
+__all__ = [
+    "AddIntervention", "ITIConfig", "ITIExample", "ITIFit", "Intervention", "Steer", "Where",
+    "fit_iti", "fold_into_bias", "row_ranges",
+]

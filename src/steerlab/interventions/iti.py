@@ -1,0 +1,311 @@
+"""Inference-Time Intervention (ITI, Li et al. 2023) as a steerlab method.
+
+Recipe (see ``docs/iti.md``):
+
+1. Labelled ``(prompt, answer, label)`` records, e.g. TruthfulQA's ``"Q: {question} A:"`` with
+   each ``mc2_targets`` choice as the answer and 1 for a true choice.
+2. One :func:`~steerlab.capture.capture` call over every ``heads.L`` site (the input of
+   ``o_proj``) at the last token: activations ``(N, L, H, D)``.
+3. An 80/20 train/validation split *by question* (seeded), one logistic probe per head, all
+   fitted at once (:func:`~steerlab.probes.fit_head_probes`), the top ``K`` heads by
+   validation accuracy.
+4. Per selected head a unit direction (mass-mean by default, or the probe weights) scaled by
+   ``alpha * sigma``: a :class:`~steerlab.vectors.SteeringVector` on ``heads.L`` sites.
+
+Steering reuses :func:`steerlab.generate` / :class:`~steerlab.interventions.add.AddIntervention`:
+``generate(lm, prompts, steer=fit.steer())`` shifts every generated token
+(``where="generated"``, which includes the last prompt token so the first generated token is
+steered). For multiple-choice scoring ITI steers from the answer start: :func:`answer_steers`.
+
+:func:`fold_into_bias` bakes the shift into ``o_proj.bias`` (``bias += W_o @ shift``) for
+zero-overhead serving; that steers *every* position (prompt included) and mutates the model
+inside the ``with`` block only.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..capture import capture
+from ..models import LoadedModel
+from ..probes import DIRECTIONS, Head, HeadProbes, fit_head_probes, head_directions, iti_vector, projection_std
+from ..sites import Site, SiteKind
+from ..vectors import SteeringVector
+from .add import Steer, Where
+
+__all__ = [
+    "ITIConfig",
+    "ITIExample",
+    "ITIFit",
+    "capture_heads",
+    "split_by_group",
+    "fit_iti",
+    "answer_steers",
+    "fold_into_bias",
+]
+
+
+@dataclass(frozen=True)
+class ITIConfig:
+    """ITI hyper-parameters.
+
+    ``k`` heads (ITI: 48), strength ``alpha`` (ITI: 15), ``direction`` ``"mass_mean"`` (ITI's
+    "center of mass") or ``"probe"``, ``where`` the steered positions at generation
+    (``"generated"``: every generated token). ``val_fraction`` of the *groups* (questions)
+    goes to validation, shuffled with ``seed``; with ``val_fraction=0`` heads are ranked by
+    training accuracy. ``c`` / ``standardize`` are passed to the probes; ``batch_size`` and
+    ``chat`` to the capture.
+    """
+
+    k: int = 48
+    alpha: float = 15.0
+    direction: str = "mass_mean"
+    where: Where = "generated"
+    val_fraction: float = 0.2
+    seed: int = 42
+    c: float = 1.0
+    standardize: bool = False
+    batch_size: int = 16
+    chat: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"unknown direction {self.direction!r}: use one of {', '.join(DIRECTIONS)}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not self.c > 0:
+            raise ValueError(f"c must be > 0, got {self.c}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class ITIExample:
+    """One probing example: ``prompt + answer`` is the text, ``label`` 1 (desired) or 0.
+
+    ``group`` (default: the prompt) keeps all answers to one question on the same side of the
+    train/validation split.
+    """
+
+    prompt: str
+    answer: str
+    label: int
+    group: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.prompt if self.group is None else self.group
+
+
+Record = Union[ITIExample, tuple[str, str, int], tuple[str, str, int, str]]
+
+
+def _examples(records: Sequence[Record]) -> list[ITIExample]:
+    if isinstance(records, (str, ITIExample)):
+        raise TypeError("records must be a list of ITIExample or (prompt, answer, label[, group]) tuples")
+    out: list[ITIExample] = []
+    for i, r in enumerate(records):
+        if isinstance(r, (tuple, list)) and len(r) in (3, 4):
+            r = ITIExample(*r)
+        if not isinstance(r, ITIExample):
+            raise TypeError(f"record {i} must be an ITIExample or a (prompt, answer, label[, group]) tuple")
+        if not isinstance(r.prompt, str) or not isinstance(r.answer, str) or not r.answer:
+            raise ValueError(f"record {i} needs a prompt text and a non-empty answer text")
+        if isinstance(r.label, bool) or r.label not in (0, 1):
+            raise ValueError(f"record {i} has label {r.label!r}; labels must be 0 or 1")
+        out.append(r)
+    if not out:
+        raise ValueError("no records given")
+    labels = {r.label for r in out}
+    if len(labels) < 2:
+        raise ValueError(f"all records have label {labels.pop()}: ITI needs both true (1) and false (0) answers")
+    return out
+
+
+def capture_heads(
+    lm: LoadedModel,
+    items: Sequence[Any],
+    batch_size: int = 16,
+    chat: bool = False,
+    progress: bool = False,
+    layers: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Last-token head activations ``(N, L, H, D)`` (float32, CPU) at every ``heads.L`` site.
+
+    One :func:`~steerlab.capture.capture` call over all layers (or ``layers``); ``items`` are
+    texts or ``(prompt, answer)`` pairs.
+    """
+    a = lm.adapter
+    layer_list = list(range(a.n_layers)) if layers is None else [a.check_layer(int(l)) for l in layers]
+    sites = [Site(SiteKind.HEADS, layer) for layer in layer_list]
+    cap = capture(lm, items, sites, positions="last", batch_size=batch_size, chat=chat, progress=progress)
+    n = cap.n_items
+    x = torch.empty(n, len(layer_list), a.n_heads, a.head_dim)
+    for i, site in enumerate(sites):
+        x[:, i] = cap.acts.pop(site.key).view(n, a.n_heads, a.head_dim)
+    return x
+
+
+def split_by_group(groups: Sequence[str], val_fraction: float = 0.2, seed: int = 42) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices ``(train, val)`` with every group wholly on one side.
+
+    Groups are shuffled with ``seed``; ``round(n_groups * val_fraction)`` of them (at least one
+    when ``val_fraction > 0``, and never all) go to validation.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    order: dict[str, int] = {}
+    for g in groups:
+        order.setdefault(g, len(order))
+    n_groups = len(order)
+    if n_groups == 0:
+        raise ValueError("no rows to split")
+    n_val = 0 if val_fraction == 0 else max(1, round(n_groups * val_fraction))
+    if n_val >= n_groups:
+        raise ValueError(f"cannot split {n_groups} group(s) into train and validation: need at least 2")
+    gen = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(n_groups, generator=gen)
+    is_val = torch.zeros(n_groups, dtype=torch.bool)
+    is_val[perm[:n_val]] = True
+    gid = torch.tensor([order[g] for g in groups], dtype=torch.long)
+    rows_val = is_val[gid]
+    return (~rows_val).nonzero().flatten(), rows_val.nonzero().flatten()
+
+
+@dataclass
+class ITIFit:
+    """A fitted ITI: the steering vector plus what produced it.
+
+    ``directions`` ``(L, H, D)`` unit vectors and ``sigma`` ``(L, H)`` are given for every head
+    (the vector uses the selected ``heads`` only), so FASB-style methods can reuse them.
+    """
+
+    vector: SteeringVector
+    probes: HeadProbes
+    heads: list[Head]
+    directions: torch.Tensor
+    sigma: torch.Tensor
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    config: ITIConfig = field(default_factory=ITIConfig)
+
+    def steer(self, strength: float = 1.0, where: Where | None = None) -> Steer:
+        """A :class:`Steer` for :func:`steerlab.generate` (``where`` defaults to the config's)."""
+        return Steer(self.vector, float(strength), self.config.where if where is None else where)
+
+
+def fit_iti(
+    lm: LoadedModel,
+    records: Sequence[Record],
+    config: ITIConfig | None = None,
+    *,
+    activations: torch.Tensor | None = None,
+    progress: bool = False,
+) -> ITIFit:
+    """Fit ITI from labelled ``(prompt, answer, label[, group])`` records.
+
+    ``activations`` (``(N, L, H, D)``, from :func:`capture_heads` on the same records) skips the
+    capture, e.g. to sweep ``k`` / ``alpha`` / ``direction`` without re-running the model.
+    Mass-mean directions and ``sigma`` use every record (train and validation), as ITI does.
+    """
+    cfg = config or ITIConfig()
+    ex = _examples(records)
+    a = lm.adapter
+    total = a.n_layers * a.n_heads
+    if cfg.k > total:
+        raise ValueError(f"k={cfg.k} is larger than the number of heads ({a.n_layers} x {a.n_heads} = {total})")
+    y = torch.tensor([r.label for r in ex], dtype=torch.long)
+    train_idx, val_idx = split_by_group([r.key for r in ex], cfg.val_fraction, cfg.seed)
+    if int(y[train_idx].sum()) in (0, train_idx.numel()):
+        raise ValueError("the training split has a single class; give more records or change the seed")
+    if activations is None:
+        x = capture_heads(lm, [(r.prompt, r.answer) for r in ex], cfg.batch_size, cfg.chat, progress)
+    else:
+        x = activations
+        expected = (len(ex), a.n_layers, a.n_heads, a.head_dim)
+        if tuple(x.shape) != expected:
+            raise ValueError(f"activations have shape {tuple(x.shape)}; expected {expected} for these records")
+    probes = fit_head_probes(x, y, train_idx, val_idx if val_idx.numel() else None, c=cfg.c,
+                             standardize=cfg.standardize)
+    heads = probes.top_k(cfg.k, by="val" if val_idx.numel() else "train")
+    directions = head_directions(x, y, cfg.direction, probes)
+    sigma = projection_std(x, directions)
+    extra = {"val_fraction": cfg.val_fraction, "seed": cfg.seed, "n_train": int(train_idx.numel()),
+             "n_val": int(val_idx.numel()), "chat": cfg.chat,
+             "val_acc": [float(probes.val_acc[l, h]) for l, h in heads]}
+    vector = iti_vector(x, y, heads, direction=cfg.direction, alpha=cfg.alpha, probes=probes, lm=lm, extra=extra)
+    return ITIFit(vector, probes, heads, directions, sigma, train_idx, val_idx, cfg)
+
+
+def answer_steers(vector: SteeringVector, answer_starts: Sequence[int] | torch.Tensor,
+                  strength: float = 1.0) -> list[Steer]:
+    """One :class:`Steer` per row that shifts every token from the row's answer start on.
+
+    ITI's multiple-choice scoring: pass each row's prompt token count (the index of its first
+    answer token among its real tokens).
+    """
+    starts = answer_starts.tolist() if isinstance(answer_starts, torch.Tensor) else list(answer_starts)
+    return [Steer(vector, float(strength), int(s)) for s in starts]
+
+
+def _out_shift(module: nn.Module, shift: torch.Tensor) -> torch.Tensor:
+    """``W_o @ shift`` for an ``nn.Linear`` or a GPT-2 style ``Conv1D`` (weight ``(in, out)``), float32."""
+    w = getattr(module, "weight", None)
+    if not isinstance(w, torch.Tensor) or w.ndim != 2 or not hasattr(module, "bias"):
+        raise ValueError(f"cannot fold into a {type(module).__name__}: need a linear layer with a bias slot")
+    if isinstance(module, nn.Linear):
+        return w.float() @ shift
+    if type(module).__name__ == "Conv1D" and w.shape[0] == shift.shape[0]:
+        return shift @ w.float()
+    raise ValueError(f"cannot fold into a {type(module).__name__}: only nn.Linear and Conv1D are supported")
+
+
+@contextmanager
+def fold_into_bias(lm: LoadedModel, vector: SteeringVector, strength: float = 1.0) -> Iterator[LoadedModel]:
+    """Inside the block, ``o_proj.bias += W_o @ (strength * shift)`` on every ``heads.L`` site.
+
+    Equivalent to steering with ``where="all"`` (every position, prompt included) at no extra
+    cost per token. This **mutates the model** for everyone using it while the block runs: where
+    ``o_proj`` has no bias (Llama-style models) a bias parameter is created, and on exit it is
+    removed again (``bias = None``); an existing bias is restored from a saved copy, so the
+    model is bit-for-bit what it was. Only ``heads`` sites can be folded.
+    """
+    from ..artifacts import check_vector  # late import: artifacts builds on vectors
+
+    check_vector(vector, lm)
+    bad = [k for k in vector.vectors if Site.parse(k).kind is not SiteKind.HEADS]
+    if bad:
+        raise ValueError(f"only heads sites can be folded into o_proj.bias, not {', '.join(bad)}")
+    plan: list[tuple[nn.Module, torch.Tensor]] = []
+    with torch.no_grad():
+        for key, v in vector.vectors.items():
+            module = lm.adapter.o_proj(lm.model, Site.parse(key).layer)
+            w = module.weight
+            plan.append((module, _out_shift(module, v.to(w.device, torch.float32) * float(strength))))
+    saved: list[tuple[nn.Module, torch.Tensor | None]] = []
+    try:
+        with torch.no_grad():
+            for module, delta in plan:
+                w = module.weight
+                bias = module.bias
+                if bias is None:
+                    saved.append((module, None))
+                    module.bias = nn.Parameter(delta.to(w.dtype), requires_grad=False)
+                else:
+                    saved.append((module, bias.detach().clone()))
+                    bias.copy_((bias.float() + delta.to(bias.device)).to(bias.dtype))
+        yield lm
+    finally:
+        with torch.no_grad():
+            for module, old in reversed(saved):
+                if old is None:
+                    module.bias = None
+                else:
+                    module.bias.copy_(old)

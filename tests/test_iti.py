@@ -1,0 +1,169 @@
+"""ITI as a method: fit from labelled answers (one capture), steer through generate, fold into o_proj.bias."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import steerlab as sl
+from steerlab.hooks import HookManager
+from steerlab.interventions import iti as iti_mod
+from steerlab.interventions.add import AddIntervention, Steer
+from steerlab.interventions.iti import (ITIConfig, ITIExample, answer_steers, capture_heads, fit_iti,
+                                        fold_into_bias, split_by_group)
+from steerlab.testing import tiny_model
+
+QUESTIONS = [f"Q: question number {i}?" for i in range(10)]
+
+
+def _cfg(**kw) -> ITIConfig:
+    # a random tiny model's activations are small (std ~0.1): with sklearn's C=1 penalty the raw
+    # probes would predict the majority class, so these tests standardise the features
+    return ITIConfig(standardize=True, batch_size=32, **kw)
+
+
+def _records() -> list[ITIExample]:
+    # true answers end in "!" and false ones in "?": the last-token head activations separate them
+    out = []
+    for i, q in enumerate(QUESTIONS):
+        out += [ITIExample(q, f" A: yes {i}!", 1), ITIExample(q, f" A: sure{i}!", 1),
+                ITIExample(q, f" A: no {i}?", 0)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny):
+    return fit_iti(tiny, _records(), _cfg(k=3, alpha=5.0, seed=0))
+
+
+def test_fit_iti_one_capture_all_heads(tiny, monkeypatch) -> None:
+    calls = []
+    real = iti_mod.capture
+
+    def spy(lm, items, sites, **kw):
+        calls.append([s.key for s in sites])
+        return real(lm, items, sites, **kw)
+
+    monkeypatch.setattr(iti_mod, "capture", spy)
+    fit = fit_iti(tiny, _records(), _cfg(k=4, alpha=2.0, seed=1))
+    a = tiny.adapter
+    assert calls == [[f"heads.{layer}" for layer in range(a.n_layers)]]  # one call, every layer
+    assert fit.probes.shape == (a.n_layers, a.n_heads, a.head_dim)
+    assert len(fit.heads) == 4 and fit.heads == fit.probes.top_k(4)
+    assert all(fit.probes.val_acc[l, h] >= 0.99 for l, h in fit.heads)  # "!" vs "?" is easy
+    vec = fit.vector
+    assert vec.meta.method == "iti" and vec.meta.architecture == a.family and vec.meta.model_name == tiny.name
+    assert sum(len(h) for h in vec.meta.heads.values()) == 4
+    for key, v in vec.vectors.items():
+        layer = int(key.split(".")[1])
+        per_head = v.view(a.n_heads, a.head_dim)
+        for h in range(a.n_heads):
+            expected = 2.0 * fit.sigma[layer, h] * fit.directions[layer, h] if (layer, h) in fit.heads else 0 * v[:a.head_dim]
+            assert torch.allclose(per_head[h], expected, atol=1e-5)
+
+
+def test_split_by_question() -> None:
+    groups = [r.key for r in _records()]
+    tr, va = split_by_group(groups, 0.2, seed=42)
+    assert len(set(groups[i] for i in va.tolist())) == 2  # 20% of 10 questions
+    assert not set(groups[i] for i in tr.tolist()) & set(groups[i] for i in va.tolist())
+    assert sorted(tr.tolist() + va.tolist()) == list(range(len(groups)))
+    again = split_by_group(groups, 0.2, seed=42)
+    assert torch.equal(again[0], tr) and torch.equal(again[1], va)
+    assert not torch.equal(split_by_group(groups, 0.2, seed=7)[1], va)
+    tr0, va0 = split_by_group(groups, 0.0)
+    assert va0.numel() == 0 and tr0.numel() == len(groups)
+    with pytest.raises(ValueError, match="at least 2"):
+        split_by_group(["q"] * 5, 0.2)
+
+
+def test_reuse_activations_and_probe_direction(tiny, fitted) -> None:
+    recs = _records()
+    x = capture_heads(tiny, [(r.prompt, r.answer) for r in recs], batch_size=32)
+    again = fit_iti(tiny, recs, _cfg(k=3, alpha=5.0, seed=0), activations=x)
+    assert again.heads == fitted.heads
+    for k in fitted.vector.vectors:
+        assert torch.allclose(again.vector.vectors[k], fitted.vector.vectors[k], atol=1e-6)
+    probe = fit_iti(tiny, recs, _cfg(k=3, alpha=5.0, seed=0, direction="probe"), activations=x)
+    assert probe.heads == fitted.heads and probe.vector.meta.extra["direction"] == "probe"
+    with pytest.raises(ValueError, match="expected"):
+        fit_iti(tiny, recs, ITIConfig(k=3), activations=x[:-1])
+
+
+def test_bad_records_and_config(tiny) -> None:
+    with pytest.raises(ValueError, match="both true"):
+        fit_iti(tiny, [(q, " A: x", 1) for q in QUESTIONS])
+    with pytest.raises(ValueError, match="larger than the number of heads"):
+        fit_iti(tiny, _records(), ITIConfig(k=tiny.adapter.n_layers * tiny.adapter.n_heads + 1))
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        fit_iti(tiny, [("Q: a", " b", 2), ("Q: c", " d", 0)])
+    with pytest.raises(ValueError, match="positive integer"):
+        ITIConfig(k=0)
+    with pytest.raises(ValueError, match="unknown direction"):
+        ITIConfig(direction="mean")
+
+
+def test_steers_generation_from_first_token(tiny, fitted) -> None:
+    prompt = "Q: question number 3? A:"
+    plain = sl.generate(tiny, prompt, max_new_tokens=6)
+    steered = sl.generate(tiny, prompt, steer=fitted.steer(strength=40.0), max_new_tokens=6)
+    assert steered.tokens[0][0] != plain.tokens[0][0]  # "generated" includes the last prompt token
+    # the same as an explicit AddIntervention with where="generated"
+    explicit = sl.generate(tiny, prompt, interventions=[AddIntervention([Steer(fitted.vector, 40.0, "generated")])],
+                           max_new_tokens=6)
+    assert explicit.tokens == steered.tokens
+
+
+def _logits(lm, text: str, steer: Steer | None = None) -> torch.Tensor:
+    enc = lm.encode([text])
+    hm = HookManager(lm.model, lm.adapter)
+    mask = enc["attention_mask"]
+    if steer is not None:
+        AddIntervention([steer]).install(hm, mask.sum(-1))
+    hm.set_state(positions=torch.where(mask.bool(), mask.cumsum(-1) - 1, -1), prompt_lens=mask.sum(-1))
+    with hm, torch.no_grad():
+        return lm.model(**enc).logits
+
+
+def test_answer_steers_start_at_answer(tiny, fitted) -> None:
+    (s,) = answer_steers(fitted.vector, [5], strength=30.0)
+    assert s.where == 5
+    text = "Q: question number 1? A: yes"
+    plain, steered = _logits(tiny, text), _logits(tiny, text, s)
+    assert torch.allclose(plain[0, :5], steered[0, :5], atol=1e-6)
+    assert not torch.allclose(plain[0, 5:], steered[0, 5:], atol=1e-3)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_fold_into_bias_equals_steering_everywhere_and_restores(family: str) -> None:
+    lm = tiny_model(family)
+    fit = fit_iti(lm, _records(), _cfg(k=3, alpha=10.0, seed=0))
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    o_proj = lm.adapter.o_proj(lm.model, fit.vector.layers[0])
+    had_bias = o_proj.bias is not None
+    text = "Q: question number 2? A: yes"
+    ref = _logits(lm, text, Steer(fit.vector, 1.0, "all"))
+    with fold_into_bias(lm, fit.vector):
+        folded = _logits(lm, text)
+        assert o_proj.bias is not None
+    assert torch.allclose(folded, ref, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(folded, _logits(lm, text), atol=1e-3)
+    after = lm.model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)  # bit-for-bit restored
+    assert (o_proj.bias is not None) == had_bias
+    # also restored when the block raises
+    with pytest.raises(RuntimeError):
+        with fold_into_bias(lm, fit.vector):
+            raise RuntimeError("boom")
+    assert all(torch.equal(lm.model.state_dict()[k], before[k]) for k in before)
+    assert (o_proj.bias is not None) == had_bias
+
+
+def test_fold_rejects_non_head_sites(tiny) -> None:
+    a = tiny.adapter
+    vec = sl.SteeringVector({"residual.1": torch.ones(a.hidden_size)},
+                            sl.VectorMeta(architecture=a.family, hidden_size=a.hidden_size))
+    with pytest.raises(ValueError, match="only heads sites"):
+        with fold_into_bias(tiny, vec):
+            pass
