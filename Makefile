@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.steerlab-installed
 export STEERLAB_DATA ?= $(abspath ../shared/data)
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench clean lock
+.PHONY: install demo test bench peers clean lock
 
 install: $(STAMP)
 
@@ -25,8 +25,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/steer_overhead.py
+# benchmarks write JSON to docs/bench/ and markdown sections into docs/benchmarks.md
+bench: $(STAMP) peers
+	$(BIN)/python benchmarks/steer_overhead.py --repeats 7
+	$(BIN)/python benchmarks/capture_memory.py
+	$(BIN)/python benchmarks/probe_fit.py
+
+# the peer libraries (steering-vectors, repeng) in their own virtualenvs, for the overhead benchmark
+peers:
+	bash benchmarks/peers/setup_venvs.sh
 
 # regenerate the pinned dependency set from the current venv
 lock:

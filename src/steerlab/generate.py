@@ -186,6 +186,7 @@ def generate(
     b, plen = ids.shape
     prompt_lens = mask.sum(-1)
     pads = plen - prompt_lens
+    max_pad = int(pads.max())
     device = ids.device
 
     hooks = HookManager(model, lm.adapter)
@@ -218,11 +219,13 @@ def generate(
                 cache_len = cache.get_seq_length()
                 positions = (cache_len - pads)[:, None]  # position of the new token in its row
                 pos_ids = full_mask.long().sum(-1, keepdim=True) - 1
+                min_position = cache_len - max_pad  # known on the host: no device sync needed
             else:
                 inp = full_ids
                 positions = torch.where(full_mask.bool(), full_mask.long().cumsum(-1) - 1, -1)
                 pos_ids = (full_mask.long().cumsum(-1) - 1).masked_fill(full_mask == 0, 1)
-            hooks.set_state(positions=positions, prompt_lens=prompt_lens)
+                min_position = None
+            hooks.set_state(positions=positions, prompt_lens=prompt_lens, min_position=min_position)
             out = model(
                 input_ids=inp,
                 attention_mask=full_mask,

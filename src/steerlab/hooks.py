@@ -41,6 +41,7 @@ class StepState:
     positions: torch.Tensor | None = None
     prompt_lens: torch.Tensor | None = None
     scratch: dict[Any, Any] = field(default_factory=dict)
+    min_position: int | None = None  # host-side lower bound of ``positions`` over real tokens, if known
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -100,8 +101,9 @@ class HookManager:
     def sites(self) -> list[Site]:
         return sorted(self._fns)
 
-    def set_state(self, positions: torch.Tensor | None = None, prompt_lens: torch.Tensor | None = None) -> StepState:
-        self.state = StepState(positions=positions, prompt_lens=prompt_lens)
+    def set_state(self, positions: torch.Tensor | None = None, prompt_lens: torch.Tensor | None = None,
+                  min_position: int | None = None) -> StepState:
+        self.state = StepState(positions=positions, prompt_lens=prompt_lens, min_position=min_position)
         return self.state
 
     def _make_hook(self, site: Site, fns: list[EditFn], pre: bool) -> Callable[..., Any]:
@@ -120,6 +122,19 @@ class HookManager:
                 y = run(args[0])
                 return None if y is None else (y, *args[1:])
             return pre_hook
+
+        if len(fns) == 1:  # the common case: one edit at this site, skip the loop and closures
+            fn = fns[0]
+
+            def fwd_hook_one(module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
+                if threading.get_ident() != self._thread:
+                    return None
+                if type(out) is torch.Tensor:
+                    return fn(out, site, self.state)
+                x, rebuild = _first_tensor(out)
+                y = fn(x, site, self.state)
+                return None if y is None else rebuild(y)
+            return fwd_hook_one
 
         def fwd_hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
             if threading.get_ident() != self._thread:

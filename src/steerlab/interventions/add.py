@@ -16,7 +16,7 @@ Masks are computed once per forward step and shared by all layers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
 
@@ -95,10 +95,14 @@ class AddIntervention:
                 if s is not None and key in s.vector.vectors:
                     delta[i] = s.vector.vectors[key].to(device=device, dtype=torch.float32) * float(s.strength)
             self.deltas[key] = delta.to(dtype)[:, None, :]  # (rows, 1, width)
-            hooks.add(site, self._edit)
+            hooks.add(site, self._site_edit(self.deltas[key]))
         # a row with no steering is masked out by an empty window
         none_rows = torch.tensor([s is None for s in self.steers], device=device)
         self.end = torch.where(none_rows, self.start, self.end)
+        # host-side: from which position on every row is steered (None: never all rows), so that a
+        # step whose positions are all known to be >= it needs no mask and no device sync
+        starts, ends = self.start.tolist(), self.end.tolist()
+        self._all_from = max(starts) if all(s is not None for s in self.steers) and min(ends) >= _BIG else None
 
     def _mask(self, state: StepState) -> torch.Tensor | None:
         """(batch, seq, 1) mask for this step, or None when every position is steered."""
@@ -106,7 +110,8 @@ class AddIntervention:
         if key in state.scratch:
             return state.scratch[key]
         pos = state.positions
-        if pos is None:
+        if pos is None or (self._all_from is not None and state.min_position is not None
+                           and state.min_position >= self._all_from):
             mask = None
         else:
             m = (pos >= self.start[:, None]) & (pos < self.end[:, None])
@@ -114,11 +119,14 @@ class AddIntervention:
         state.scratch[key] = mask
         return mask
 
-    def _edit(self, x: torch.Tensor, site: Site, state: StepState) -> torch.Tensor:
-        delta = self.deltas[site.key]
-        if delta.dtype != x.dtype:
-            delta = delta.to(x.dtype)
-        mask = self._mask(state)
-        if mask is None:
-            return x + delta
-        return x + delta * mask.to(x.dtype)
+    def _site_edit(self, delta: torch.Tensor) -> Callable[[torch.Tensor, Site, StepState], torch.Tensor]:
+        """The edit function of one site, with its delta and the mask key bound once."""
+        key = ("add", id(self))
+
+        def edit(x: torch.Tensor, site: Site, state: StepState) -> torch.Tensor:
+            scratch = state.scratch
+            mask = scratch[key] if key in scratch else self._mask(state)
+            d = delta if delta.dtype == x.dtype else delta.to(x.dtype)
+            return x + d if mask is None else x + d * mask.to(x.dtype)
+
+        return edit
