@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,12 @@ def pairs_file(tmp_path_factory) -> Path:
     return p
 
 
+DATA = os.environ.get("STEERLAB_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
 def run(*args: str):
-    return runner.invoke(app, [str(a) for a in args], env={"HF_HUB_OFFLINE": "1", "STEERLAB_DEBUG": ""})
+    env = {"HF_HUB_OFFLINE": "1", "STEERLAB_DEBUG": "", "STEERLAB_DATA": DATA}
+    return runner.invoke(app, [str(a) for a in args], env=env)
 
 
 def assert_one_line_error(res, pattern: str) -> None:
@@ -142,3 +147,25 @@ def test_bad_option_values(model_dirs, pairs_file, tmp_path) -> None:
     out = tmp_path / "v.safetensors"
     assert_one_line_error(run("fit", pairs_file, "--out", out, "--model", model_dirs["llama"], "--layers", "x"), "bad layer list")
     assert_one_line_error(run("fit", pairs_file, "--out", out, "--model", model_dirs["llama"], "--method", "magic"), "unknown method")
+
+
+def test_embed_and_eval_bad_input(tmp_path, monkeypatch) -> None:
+    assert_one_line_error(run("embed", tmp_path / "none.txt"), "input file not found")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_one_line_error(run("embed", empty, "--out", tmp_path / "e.npy"), "no sentences found")
+    res = runner.invoke(app, ["eval", "sts"], env={"HF_HUB_OFFLINE": "1", "STEERLAB_DEBUG": "", "STEERLAB_DATA": ""})
+    assert_one_line_error(res, "benchmark data not found")
+    assert_one_line_error(run("eval", "sts", "--tasks", "sts99"), "sts99")
+    assert_one_line_error(run("eval", "copa", "--param", "oops"), "bad --param 'oops'")
+
+
+def test_embed_writes_npy(model_dirs, tmp_path) -> None:
+    import numpy as np
+
+    src = tmp_path / "s.txt"
+    src.write_text("a cat sits on the mat\nthe dog runs\nhello\n")
+    res = run("embed", src, "--out", tmp_path / "s.npy", "--model", model_dirs["llama"], "--batch-size", "2")
+    assert res.exit_code == 0, res.output
+    arr = np.load(tmp_path / "s.npy")
+    assert arr.shape == (3, 64) and np.isfinite(arr).all()

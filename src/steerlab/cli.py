@@ -276,6 +276,89 @@ def demo(
              console=_console(), load=_load, show=_print_side_by_side)
 
 
+def _parse_params(params: list[str] | None) -> dict[str, Any]:
+    """``--param k=v`` pairs; values parsed as JSON when possible (numbers, booleans, lists)."""
+    out: dict[str, Any] = {}
+    for item in params or []:
+        if "=" not in item:
+            raise ValueError(f"bad --param '{item}': use KEY=VALUE")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+@app.command("eval")
+@_errors
+def eval_cmd(
+    task: str = typer.Argument(..., help="sts | truthfulqa_mc | truthfulqa_gen | copa | storycloze | snli | mmlu | sst2 | winogrande | persona/<trait> | caa/<behavior>"),
+    model: str = ModelOpt,
+    method: str = typer.Option("none", help="Steering method: none | caa | iti (not used by sts)."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="Method hyper-parameter KEY=VALUE (repeatable), e.g. layer=12 multiplier=2."),
+    limit: Optional[int] = typer.Option(None, help="Cap the number of items (fixed seed)."),
+    folds: int = typer.Option(2, min=1, help="Cross-validation folds, split by question."),
+    seed: int = typer.Option(0),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (results.json, table, plot, checkpoint)."),
+    prompt: str = typer.Option("prompteol", help="sts: prompteol | pretcot | ke | metaeol | a template with {s}."),
+    layer: Optional[str] = typer.Option(None, help="sts: read-out layer (index, or e.g. -3)."),
+    cp: Optional[str] = typer.Option(None, help="sts: contrastive prompting variant ns | nr."),
+    cp_layer: Optional[int] = typer.Option(None, help="sts: CP intervention layer (0-based)."),
+    alpha: Optional[float] = typer.Option(None, help="sts: CP-NS alpha."),
+    tp: bool = typer.Option(False, "--tp", help="sts: token prepending."),
+    tp_exit: Optional[int] = typer.Option(None, help="sts: TP exit layer."),
+    tasks: Optional[str] = typer.Option(None, help="sts: comma-separated tasks (default: the 7 SentEval STS tasks); name:split for another split."),
+    batch_size: int = typer.Option(16, min=1),
+) -> None:
+    """Evaluate a task (with a steering method), or STS for sentence embeddings."""
+    if task == "sts":
+        from .embed.commands import eval_sts_command
+
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        res = eval_sts_command(model=model, prompt=prompt, layer=layer, cp=cp, cp_layer=cp_layer, alpha=alpha, tp=tp,
+                               tp_exit=tp_exit, tasks=tasks, batch_size=batch_size, limit=limit,
+                               output=(out / "results.json") if out is not None else None)
+        _console().print(res["markdown"])
+        return
+    try:
+        from .evals.commands import run_eval
+    except ImportError:
+        raise ValueError(f"task '{task}' is not available in this version (only 'sts')") from None
+    res = run_eval(task=task, method=method, model=model, limit=limit, folds=folds, out=out, seed=seed,
+                   **_parse_params(param))
+    table = res.get("markdown") if isinstance(res, dict) else None
+    _console().print(table or json.dumps(res, indent=1, default=str))
+
+
+@app.command()
+@_errors
+def embed(
+    file: Path = typer.Argument(..., help="Sentences: .txt (one per line), .jsonl with 'text', or .csv/.tsv with a 'text' column."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .npy or .parquet (default: FILE with .npy)."),
+    model: str = ModelOpt,
+    prompt: str = typer.Option("prompteol", help="prompteol | pretcot | ke | metaeol | a template with {s}."),
+    layer: Optional[str] = typer.Option(None, help="Read-out layer (default relative to depth, see docs/embeddings.md)."),
+    cp: Optional[str] = typer.Option(None, help="Contrastive prompting: ns | nr."),
+    cp_layer: Optional[int] = typer.Option(None),
+    alpha: Optional[float] = typer.Option(None),
+    tp: bool = typer.Option(False, "--tp", help="Token prepending."),
+    tp_exit: Optional[int] = typer.Option(None),
+    text_field: str = typer.Option("text", help="Field/column holding the sentence."),
+    batch_size: int = typer.Option(32, min=1),
+    chunk_size: int = typer.Option(1024, min=1, help="Sentences per checkpointed chunk (resume granularity)."),
+    resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted run."),
+) -> None:
+    """Write sentence embeddings of FILE (resumable)."""
+    from .embed.commands import embed_command
+
+    path = embed_command(file, output=out, model=model, prompt=prompt, layer=layer, cp=cp, cp_layer=cp_layer,
+                         alpha=alpha, tp=tp, tp_exit=tp_exit, text_field=text_field, batch_size=batch_size,
+                         chunk_size=chunk_size, resume=resume)
+    _console().print(f"embeddings -> {path}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
