@@ -157,7 +157,9 @@ def test_embed_and_eval_bad_input(tmp_path, monkeypatch) -> None:
     res = runner.invoke(app, ["eval", "sts"], env={"HF_HUB_OFFLINE": "1", "STEERLAB_DEBUG": "", "STEERLAB_DATA": ""})
     assert_one_line_error(res, "benchmark data not found")
     assert_one_line_error(run("eval", "sts", "--tasks", "sts99"), "sts99")
-    assert_one_line_error(run("eval", "copa", "--param", "oops"), "bad --param 'oops'")
+    assert_one_line_error(run("eval", "copa", "--param", "oops"), "bad method option 'oops'")
+    assert_one_line_error(run("eval", "nosuchtask"), "nosuchtask")
+    assert_one_line_error(run("eval", "copa", "--method", "magic", "--model", "tiny"), "magic")
 
 
 def test_embed_writes_npy(model_dirs, tmp_path) -> None:
@@ -169,3 +171,11 @@ def test_embed_writes_npy(model_dirs, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     arr = np.load(tmp_path / "s.npy")
     assert arr.shape == (3, 64) and np.isfinite(arr).all()
+
+
+def test_eval_task_writes_results(tmp_path) -> None:
+    out = tmp_path / "ev"
+    res = run("eval", "copa", "--model", "tiny", "--method", "none", "--limit", "4", "--folds", "2", "--out", out)
+    assert res.exit_code == 0, res.output
+    d = json.loads((out / "results.json").read_text())
+    assert d["metrics"]["n"] == 4 and (out / "results.md").exists() and (out / "results.png").exists()

@@ -276,20 +276,6 @@ def demo(
              console=_console(), load=_load, show=_print_side_by_side)
 
 
-def _parse_params(params: list[str] | None) -> dict[str, Any]:
-    """``--param k=v`` pairs; values parsed as JSON when possible (numbers, booleans, lists)."""
-    out: dict[str, Any] = {}
-    for item in params or []:
-        if "=" not in item:
-            raise ValueError(f"bad --param '{item}': use KEY=VALUE")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
 @app.command("eval")
 @_errors
 def eval_cmd(
@@ -300,7 +286,7 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, help="Cap the number of items (fixed seed)."),
     folds: int = typer.Option(2, min=1, help="Cross-validation folds, split by question."),
     seed: int = typer.Option(0),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (results.json, table, plot, checkpoint)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (results.json, results.md, results.png, checkpoint; default eval_out/)."),
     prompt: str = typer.Option("prompteol", help="sts: prompteol | pretcot | ke | metaeol | a template with {s}."),
     layer: Optional[str] = typer.Option(None, help="sts: read-out layer (index, or e.g. -3)."),
     cp: Optional[str] = typer.Option(None, help="sts: contrastive prompting variant ns | nr."),
@@ -322,14 +308,24 @@ def eval_cmd(
                                output=(out / "results.json") if out is not None else None)
         _console().print(res["markdown"])
         return
-    try:
-        from .evals.commands import run_eval
-    except ImportError:
-        raise ValueError(f"task '{task}' is not available in this version (only 'sts')") from None
-    res = run_eval(task=task, method=method, model=model, limit=limit, folds=folds, out=out, seed=seed,
-                   **_parse_params(param))
-    table = res.get("markdown") if isinstance(res, dict) else None
-    _console().print(table or json.dumps(res, indent=1, default=str))
+    from .evals.commands import parse_method_options, run_eval
+    from .evals.runner import get_task
+
+    options = parse_method_options(param)
+    get_task(task)  # fail on a bad task before loading the model
+    out = out or Path("eval_out")
+    # "tiny" / "tiny:<family>": random test models (run_eval builds them); anything else loads here
+    lm = model if model == "tiny" or model.startswith("tiny:") else _load(model)
+    res = run_eval(task, method, lm, limit, folds, out, seed, batch_size=batch_size, model_id=model,
+                   progress=True, method_options=options)
+    m = res["metrics"]
+    table = Table(title=f"{task} | {method} | {model}")
+    table.add_column("n", justify="right")
+    for name in res["metric_names"]:
+        table.add_column(name, justify="right")
+    table.add_row(str(m["n"]), *("n/a" if m[k] is None else f"{100 * m[k]:.2f}" for k in res["metric_names"]))
+    _console().print(table)
+    _console().print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
 
 
 @app.command()

@@ -1,0 +1,376 @@
+"""Run one task x one method with k-fold cross-validation, resumably.
+
+:func:`run_task` loads the task's items (``limit`` drawn with ``seed``), splits them into
+``folds`` folds by question (:func:`~steerlab.evals.truthfulqa.kfold_by_question`), fits the
+method on each fold's training questions (80/20 fit/validation split, seed 42, as ITI/FASB) and
+scores that fold's held-out questions. Every scored item is appended as one JSON line to
+``OUT/checkpoint/<config hash>.jsonl`` (one ``write`` per line, ``fsync`` after each chunk of
+items). A run started again with the same configuration reads that file, skips the finished
+items (and the fitting of folds with nothing left to score) and scores the rest; a torn last
+line from a killed process is dropped. ``results.json`` is written atomically at the end and
+contains no timings, so the same configuration gives the same file.
+
+Tasks: ``truthfulqa_mc`` (MC-json items, MC1/MC2/MC3), ``truthfulqa_gen`` (CSV items, greedy
+generation judged by :func:`~steerlab.evals.judges.default_judge` or :func:`set_gen_judge`;
+True / Info / True*Info), the six MC tasks (acc / acc_norm / acc_char) and the behaviour sets
+``persona/<trait>``, ``caa/<behavior>``, ``ai_risk/<set>`` (p_matching / matching_rate).
+
+Items are scored in fixed chunks of ``chunk_size`` consecutive held-out items of a fold, so a
+resumed run batches exactly like an uninterrupted one (bit-identical scores) unless it was
+killed in the middle of writing a chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..methods.base import FittedMethod, Method
+from ..models import LoadedModel
+
+__all__ = ["TaskSpec", "TASK_NAMES", "get_task", "task_names", "config_hash", "Checkpoint", "run_task",
+           "write_json_atomic", "RESULTS_FORMAT", "set_gen_judge"]
+
+RESULTS_FORMAT = 1
+Rows = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task for the runner: where its items come from, how one chunk is scored, its metrics."""
+
+    name: str
+    dataset: str
+    split: str | None
+    metrics: tuple[str, ...]
+    evaluate: Callable[[LoadedModel, Sequence[Any], FittedMethod, int], Rows]
+    group: Callable[[Any, int], str]
+    #: rows -> metrics (default: the mean of each metric over rows)
+    aggregate: Callable[[Sequence[dict[str, Any]]], dict[str, float | None]] | None = None
+
+
+def _eval_truthfulqa(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int) -> Rows:
+    from .truthfulqa import evaluate_truthfulqa_mc
+
+    res = evaluate_truthfulqa_mc(lm, items, **fm.eval_kwargs(), batch_size=batch_size)
+    return [{"mc1": r.mc1, "mc2": r.mc2, "mc3": r.mc3} for r in res.per_question]
+
+
+def _eval_mc(task: str) -> Callable[[LoadedModel, Sequence[Any], FittedMethod, int], Rows]:
+    def run(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int) -> Rows:
+        from .multiple_choice import evaluate_prompts, to_prompts
+
+        res = evaluate_prompts(lm, to_prompts(task, items), task=task, **fm.eval_kwargs(), batch_size=batch_size)
+        return [{"acc": float(p["pred"] == p["label"]), "acc_norm": float(p["pred_norm"] == p["label"]),
+                 "acc_char": float(p["pred_char"] == p["label"]), "pred": p["pred"], "label": p["label"]}
+                for p in res.predictions]
+
+    return run
+
+
+def _eval_behavior(name: str) -> Callable[[LoadedModel, Sequence[Any], FittedMethod, int], Rows]:
+    def run(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int) -> Rows:
+        from .persona import evaluate_behavior
+
+        res = evaluate_behavior(lm, items, name=name, **fm.eval_kwargs(), batch_size=batch_size)
+        return [{"p_matching": p, "matching_rate": float(p > 0.5)} for p in res.probs]
+
+    return run
+
+
+def _eval_truthfulqa_gen(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int) -> Rows:
+    from . import judges
+    from .truthfulqa_gen import evaluate_truthfulqa_gen
+
+    judge = _JUDGE.get("judge")
+    if judge is None:
+        judge = _JUDGE["judge"] = judges.default_judge()
+    steer = fm.generate_steer()
+    res = evaluate_truthfulqa_gen(lm, items, steer, judge, interventions=fm.interventions, batch_size=batch_size,
+                                  progress=False)
+    return [{"truthful": r.truthful, "informative": r.informative, "answer": r.answer, "judge": res.judge}
+            for r in res.records]
+
+
+_JUDGE: dict[str, Any] = {}  # the judge of truthfulqa_gen, built once per process
+
+
+def set_gen_judge(judge: Any | None) -> None:
+    """Use ``judge`` for ``truthfulqa_gen`` in this process (``None``: back to ``judges.default_judge()``).
+
+    The judge's name is stored with every item; the config hash does not include it, so use a
+    separate ``out`` folder per judge.
+    """
+    if judge is None:
+        _JUDGE.pop("judge", None)
+    else:
+        _JUDGE["judge"] = judge
+
+
+def _aggregate_gen(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """TruthfulQA generation: True / Info over the answers the judge decided; True*Info = their product."""
+    t = [float(r["truthful"]) for r in rows if r.get("truthful") is not None]
+    i = [float(r["informative"]) for r in rows if r.get("informative") is not None]
+    mt, mi = _mean(t), _mean(i)
+    return {"true": mt, "info": mi, "true_info": None if mt is None or mi is None else mt * mi}
+
+
+def _question(it: Any, i: int) -> str:
+    return str(it.question).strip()
+
+
+def _index(it: Any, i: int) -> str:
+    return str(i)
+
+
+_MC_TASKS = ("copa", "storycloze", "snli", "mmlu", "sst2", "winogrande")
+_BEHAVIOR_PREFIXES = ("persona/", "caa/", "ai_risk/")
+TASK_NAMES: tuple[str, ...] = ("truthfulqa_mc", "truthfulqa_gen", *_MC_TASKS, "persona/<trait>", "caa/<behavior>",
+                               "ai_risk/<set>")
+
+
+def task_names() -> list[str]:
+    """Every concrete task name the runner accepts (behaviour sets expanded from the data registry)."""
+    from ..data.registry import dataset_names
+
+    behav = [n for n in dataset_names() if n.startswith(_BEHAVIOR_PREFIXES)]
+    return ["truthfulqa_mc", "truthfulqa_gen", *_MC_TASKS, *behav]
+
+
+def get_task(name: str) -> TaskSpec:
+    """The :class:`TaskSpec` of ``name``; ``ValueError`` for unknown tasks."""
+    if name == "truthfulqa_mc":
+        return TaskSpec(name, "truthfulqa_mc", None, ("mc1", "mc2", "mc3"), _eval_truthfulqa, _question)
+    if name == "truthfulqa_gen":
+        return TaskSpec(name, "truthfulqa", None, ("true", "info", "true_info"), _eval_truthfulqa_gen, _question,
+                        _aggregate_gen)
+    if name in _MC_TASKS:
+        return TaskSpec(name, name, None, ("acc", "acc_norm", "acc_char"), _eval_mc(name), _index)
+    if name.startswith(_BEHAVIOR_PREFIXES):
+        from ..data.registry import get_spec
+
+        try:
+            get_spec(name)
+        except (KeyError, ValueError):
+            raise ValueError(f"unknown behaviour set '{name}'") from None
+        return TaskSpec(name, name, None, ("p_matching", "matching_rate"), _eval_behavior(name), _question)
+    raise ValueError(f"unknown task '{name}': choose from {', '.join(TASK_NAMES)}")
+
+
+# ----------------------------------------------------------------------------------- checkpoint
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short SHA-256 of the canonical JSON of ``config``."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Checkpoint:
+    """Append-only JSONL of finished items (``{"kind": "item", "fold", "index", ...}``) and fold fits.
+
+    Each line is one ``os.write`` on an ``O_APPEND`` descriptor; :meth:`sync` fsyncs. On open,
+    an unterminated last line (a write cut by a kill) is truncated away and unparsable lines
+    are ignored.
+    """
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.items: dict[int, dict[str, Any]] = {}
+        self.fits: dict[int, dict[str, Any]] = {}
+        if path.exists():
+            self._load()
+        new = not path.exists() or path.stat().st_size == 0
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if new:
+            self.append({"kind": "config", "config": config})
+            self.sync()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # torn tail
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+                f.flush()
+                os.fsync(f.fileno())
+        for line in data[:end].splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("kind") == "item":
+                self.items[int(rec["index"])] = rec
+            elif rec.get("kind") == "fit":
+                self.fits[int(rec["fold"])] = rec
+
+    def append(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """Append one record as one line; returns it as it will read back (keys sorted, JSON types)."""
+        line = json.dumps(rec, sort_keys=True)
+        os.write(self.fd, (line + "\n").encode())
+        back = json.loads(line)
+        if back.get("kind") == "item":
+            self.items[int(back["index"])] = back
+        elif back.get("kind") == "fit":
+            self.fits[int(back["fold"])] = back
+        return back
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return float(sum(xs) / len(xs)) if xs else None
+
+
+def _summary(rows: Sequence[dict[str, Any]], spec: TaskSpec) -> dict[str, Any]:
+    if spec.aggregate is not None:
+        return {"n": len(rows), **spec.aggregate(rows)}
+    return {"n": len(rows), **{m: _mean([float(r[m]) for r in rows]) for m in spec.metrics}}
+
+
+def run_task(
+    lm: LoadedModel,
+    task: str,
+    method: Method,
+    out: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    folds: int = 2,
+    seed: int = 0,
+    split: str | None = None,
+    root: Any = None,
+    batch_size: int = 8,
+    chunk_size: int = 8,
+    model_id: str | None = None,
+    command: str | None = None,
+    progress: bool = False,
+    on_chunk: Callable[[int, list[int]], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``method`` on ``task`` with ``folds``-fold cross-validation; returns (and writes) results.
+
+    ``folds=1`` (only for methods that fit nothing, e.g. ``none``) scores every item once.
+    ``on_chunk(fold, indices)`` is called after each chunk is checkpointed (tests use it to
+    count scored items and to interrupt a run).
+    """
+    from ..data.registry import load_dataset
+    from .loglik import ProgressBar
+    from .truthfulqa import kfold_by_question
+
+    spec = get_task(task)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    if not isinstance(folds, int) or folds < 1:
+        raise ValueError(f"folds must be a positive integer, got {folds!r}")
+    if folds == 1 and method.needs_fit:
+        raise ValueError(f"method '{method.name}' is fitted: it needs folds >= 2 (held-out evaluation)")
+    if chunk_size < 1 or batch_size < 1:
+        raise ValueError("chunk_size and batch_size must be >= 1")
+    items = load_dataset(spec.dataset, split if split is not None else spec.split, root=root, limit=limit, seed=seed)
+    if not items:
+        raise ValueError(f"task '{task}' has no items")
+    groups = [spec.group(it, i) for i, it in enumerate(items)]
+    if folds == 1:
+        fold_list: list[tuple[int, tuple[int, ...], tuple[int, ...]]] = [(0, (), tuple(range(len(items))))]
+    else:
+        if len(set(groups)) < folds:
+            raise ValueError(f"limit {limit} gives {len(set(groups))} distinct question(s): too few for {folds} folds")
+        fold_list = [(f.index, f.train, f.test) for f in kfold_by_question(groups, folds, seed)]
+
+    config = {
+        "format": RESULTS_FORMAT, "task": task, "split": split, "limit": limit, "seed": seed, "folds": folds,
+        "method": method.name, "method_config": method.config_dict(),
+        "model": model_id or f"{lm.name}|{lm.source}", "batch_size": batch_size, "chunk_size": chunk_size,
+    }
+    h = config_hash(config)
+    out_dir = Path(out)
+    ckpt = Checkpoint(out_dir / "checkpoint" / f"{h}.jsonl", config)
+    todo = sum(1 for _, _, test in fold_list for i in test if i not in ckpt.items)
+    try:
+        with ProgressBar(todo, progress and todo > 0, f"{task} [{method.name}]") as bar:
+            for f, train, test in fold_list:
+                remaining = [i for i in test if i not in ckpt.items]
+                if not remaining:
+                    continue
+                fitted = _fit_fold(lm, method, items, train, ckpt, f)
+                for c in range(0, len(test), chunk_size):
+                    chunk = [i for i in test[c:c + chunk_size] if i not in ckpt.items]
+                    if not chunk:
+                        continue
+                    rows = spec.evaluate(lm, [items[i] for i in chunk], fitted, batch_size)
+                    if len(rows) != len(chunk):
+                        raise RuntimeError(f"evaluator returned {len(rows)} rows for {len(chunk)} items")
+                    for i, row in zip(chunk, rows):
+                        rec = {"kind": "item", "fold": f, "index": i, "group": groups[i], **row}
+                        ckpt.append(rec)
+                    ckpt.sync()
+                    bar.advance(len(chunk))
+                    if on_chunk is not None:
+                        on_chunk(f, chunk)
+    finally:
+        ckpt.close()
+
+    per_fold = []
+    for f, train, test in fold_list:
+        rows = [ckpt.items[i] for i in test]
+        fit_info = ckpt.fits.get(f, {}).get("info", {})
+        per_fold.append({"fold": f, "n_train": len(train), **_summary(rows, spec), "fit": fit_info})
+    all_rows = [ckpt.items[i] for i in range(len(items))]
+    results = {
+        "format": RESULTS_FORMAT,
+        "task": task,
+        "method": method.name,
+        "method_config": method.config_dict(),
+        "model": config["model"],
+        "limit": limit,
+        "folds": folds,
+        "seed": seed,
+        "split": split,
+        "config_hash": h,
+        "command": command,
+        "metric_names": list(spec.metrics),
+        "metrics": _summary(all_rows, spec),
+        "per_fold": per_fold,
+        "items": [{k: v for k, v in r.items() if k != "kind"} for r in all_rows],
+    }
+    write_json_atomic(out_dir / "results.json", results)
+    return results
+
+
+def _fit_fold(lm: LoadedModel, method: Method, items: Sequence[Any], train: Sequence[int], ckpt: Checkpoint,
+              fold: int) -> FittedMethod:
+    if not method.needs_fit:
+        fitted = method.fit(lm, [], [])
+    else:
+        from .truthfulqa import train_val_split
+
+        tr, va = train_val_split(train, 0.2, 42) if len(train) >= 5 else (tuple(train), ())
+        fitted = method.fit(lm, [items[i] for i in tr], [items[i] for i in va])
+    info = json.loads(json.dumps(fitted.info, default=str))
+    if fold not in ckpt.fits:
+        ckpt.append({"kind": "fit", "fold": fold, "info": info})
+        ckpt.sync()
+    return fitted

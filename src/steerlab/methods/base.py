@@ -1,0 +1,118 @@
+"""The one small interface through which a steering method plugs into the evaluators.
+
+A :class:`Method` is fitted on a task's training items and returns a :class:`FittedMethod`:
+either a steer (a :class:`~steerlab.vectors.SteeringVector` or
+:class:`~steerlab.interventions.Steer`, with a strength) or a list of
+:class:`~steerlab.interventions.Intervention` objects, plus where log-likelihood scoring should
+steer (``steer_from``). Evaluators take ``**fitted.eval_kwargs()``; generation takes
+``fitted.generate_kwargs()``. New methods (FASB, PSR) only implement ``fit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from ..evals.loglik import SteerFrom
+from ..interventions.add import Steer
+from ..interventions.base import Intervention
+from ..models import LoadedModel
+from ..vectors import SteeringVector
+
+__all__ = ["FittedMethod", "Method", "config_from_kwargs", "config_to_dict"]
+
+
+@dataclass(frozen=True)
+class FittedMethod:
+    """What a fitted method hands the evaluators (and ``generate``).
+
+    ``steer`` + ``strength`` (the evaluators' ``steer=`` / ``strength=``), or ``interventions``;
+    ``steer_from`` tells log-likelihood scoring which positions to steer. ``info`` is a small
+    JSON-able summary (layers, heads, norms) stored in ``results.json``.
+    """
+
+    steer: SteeringVector | Steer | None = None
+    strength: float | None = None
+    interventions: tuple[Intervention, ...] = ()
+    steer_from: SteerFrom = "last_prompt"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steered(self) -> bool:
+        return self.steer is not None or bool(self.interventions)
+
+    def eval_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``evaluate_truthfulqa_mc`` / ``evaluate_prompts`` / ``evaluate_behavior``."""
+        return {"steer": self.steer, "strength": self.strength, "interventions": tuple(self.interventions),
+                "steer_from": self.steer_from}
+
+    def generate_steer(self, where: str | int = "generated") -> Steer | None:
+        """A :class:`Steer` for :func:`steerlab.generate` (``None`` for the baseline)."""
+        if self.steer is None:
+            return None
+        if isinstance(self.steer, Steer):
+            return self.steer if self.strength is None else Steer(self.steer.vector, float(self.strength),
+                                                                   self.steer.where)
+        return Steer(self.steer, 1.0 if self.strength is None else float(self.strength), where)
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A steering method: a name, a JSON-able config, and ``fit``.
+
+    ``needs_fit`` is False for methods that ignore the training items (the baseline), so the
+    runner can skip fitting. ``fit`` must be deterministic for a given model and items.
+    """
+
+    name: str
+    needs_fit: bool
+
+    def config_dict(self) -> dict[str, Any]: ...
+
+    def fit(self, lm: LoadedModel, train_items: Sequence[Any], val_items: Sequence[Any]) -> FittedMethod: ...
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return asdict(cfg) if is_dataclass(cfg) else dict(cfg or {})
+
+
+def config_from_kwargs(cls: type, method: str, kwargs: dict[str, Any]) -> Any:
+    """Build config dataclass ``cls`` from keyword arguments, converting CLI strings to the field types."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise ValueError(f"unknown option(s) for method '{method}': {', '.join(unknown)} "
+                         f"(known: {', '.join(known) or 'none'})")
+    defaults = cls()
+    out: dict[str, Any] = {}
+    for k, v in kwargs.items():
+        default = getattr(defaults, k)
+        out[k] = _coerce(v, default, f"{method}.{k}")
+    return cls(**out)
+
+
+def _coerce(value: Any, default: Any, name: str) -> Any:
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    text = value.strip()
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if default is None:  # optional int/float/str
+            for conv in (int, float):
+                try:
+                    return conv(text)
+                except ValueError:
+                    pass
+            return None if text.lower() == "none" else text
+    except ValueError:
+        raise ValueError(f"bad value {value!r} for {name}: expected {type(default).__name__}") from None
+    return value

@@ -1,0 +1,70 @@
+"""ITI (Li et al. 2023) as a harness method, delegating to :mod:`steerlab.interventions.iti`.
+
+Probe records come from the training *and* validation items together (each distinct
+``(prompt, answer)`` once, grouped by question): :func:`~steerlab.interventions.iti.fit_iti`
+makes its own train/validation split by question (``val_fraction``, ``seed``), ranks heads by
+validation accuracy and keeps the top ``k``. TruthfulQA records use ITI's ``"Q: {question} A:"``
+prompt. For multiple-choice scoring the ``heads`` vector (``alpha * sigma * u`` per selected
+head) is added from the answer start (``steer_from="answer"``, ITI's ``start_edit_location``);
+:meth:`FittedMethod.generate_steer` steers every generated token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..models import LoadedModel
+from .base import FittedMethod, config_to_dict
+from .pairs import labelled_questions, probe_records
+
+__all__ = ["ITIMethodConfig", "ITI"]
+
+
+@dataclass(frozen=True)
+class ITIMethodConfig:
+    """ITI options (see :class:`steerlab.interventions.iti.ITIConfig`) plus ``steer_from``."""
+
+    k: int = 48
+    alpha: float = 15.0
+    direction: str = "mass_mean"
+    val_fraction: float = 0.2
+    seed: int = 42
+    c: float = 1.0
+    batch_size: int = 16
+    steer_from: str = "answer"
+
+    def __post_init__(self) -> None:
+        if self.steer_from not in ("last_prompt", "answer"):
+            raise ValueError(f"steer_from must be 'last_prompt' or 'answer', got {self.steer_from!r}")
+
+
+class ITI:
+    """``iti``: per-head probes, top-``k`` heads, shift ``alpha * sigma * u`` on them."""
+
+    name = "iti"
+    needs_fit = True
+
+    def __init__(self, config: ITIMethodConfig | None = None) -> None:
+        self.config = config or ITIMethodConfig()
+        self._iti_config()  # validate early
+
+    def config_dict(self) -> dict[str, Any]:
+        return config_to_dict(self.config)
+
+    def _iti_config(self) -> Any:
+        from ..interventions.iti import ITIConfig
+
+        c = self.config
+        return ITIConfig(k=c.k, alpha=c.alpha, direction=c.direction, val_fraction=c.val_fraction, seed=c.seed,
+                         c=c.c, batch_size=c.batch_size)
+
+    def fit(self, lm: LoadedModel, train_items: Sequence[Any], val_items: Sequence[Any]) -> FittedMethod:
+        from ..interventions.iti import fit_iti
+
+        records = probe_records(labelled_questions(lm, [*train_items, *val_items], style="short"))
+        fit = fit_iti(lm, records, self._iti_config())
+        info = {"steered": True, "k": self.config.k, "alpha": self.config.alpha, "n_records": len(records),
+                "heads": [list(map(int, h)) for h in fit.heads]}
+        return FittedMethod(steer=fit.vector, strength=1.0, steer_from=self.config.steer_from,  # type: ignore[arg-type]
+                            info=info)

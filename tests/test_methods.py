@@ -1,0 +1,123 @@
+"""Methods for the evaluation harness: registry, contrast answers, none / CAA / ITI fits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steerlab.data.records import ABItem, COPAItem, TruthfulQAMCItem, WinograndeItem
+from steerlab.evals.multiple_choice import evaluate_prompts, to_prompts
+from steerlab.evals.truthfulqa import qa_prompt
+from steerlab.fit import ContrastPair, fit_vector
+from steerlab.interventions.add import Steer
+from steerlab.methods import CAA, ITI, FittedMethod, Method, make_method, method_names, register_method
+from steerlab.methods.none import NoneConfig, NoSteering
+from steerlab.methods.pairs import contrast_pairs, labelled_questions, probe_records
+
+TQA = [
+    TruthfulQAMCItem("Is the sky blue?", ("Yes.", "No.", "Green."), (1, 0, 0),
+                     ("Yes.", "It is blue.", "No.", "Green."), (1, 1, 0, 0)),
+    TruthfulQAMCItem("Can pigs fly?", ("No.", "Yes."), (1, 0), ("No.", "Yes.", "Always."), (1, 0, 0)),
+]
+COPA = [
+    COPAItem(0, "The man broke his toe.", "He dropped a hammer on his foot.", "He got a hole in his sock.", "cause", 0),
+    COPAItem(1, "I tipped the bottle.", "The liquid in the bottle froze.", "The liquid poured out.", "effect", 1),
+    COPAItem(2, "The sun was rising.", "The sky turned pink.", "The dog barked.", "effect", 0),
+    COPAItem(3, "She was thirsty.", "She drank water.", "She read a book.", "effect", 0),
+]
+
+
+def test_registry_and_options():
+    assert {"none", "caa", "iti"} <= set(method_names())
+    m = make_method("caa", layer="2", multiplier="-1.5", max_pairs="none")
+    assert isinstance(m, Method) and m.config.layer == 2 and m.config.multiplier == -1.5 and m.config.max_pairs is None
+    assert make_method("iti", k="3", alpha=2).config_dict()["k"] == 3
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        make_method("nope")
+    with pytest.raises(ValueError, match="unknown option"):
+        make_method("caa", lyer=3)
+    with pytest.raises(ValueError, match="expected float"):
+        make_method("caa", multiplier="big")
+    with pytest.raises(ValueError, match="steer_from"):
+        make_method("caa", steer_from="prompt")
+    from steerlab.methods import METHODS
+
+    register_method("none2", NoSteering, NoneConfig)
+    try:
+        assert "none2" in method_names() and make_method("none2").name == "none"
+    finally:
+        METHODS.pop("none2")
+
+
+def test_none_fits_nothing(tiny):
+    fm = make_method("none").fit(tiny, [], [])
+    assert not fm.steered and fm.eval_kwargs()["steer"] is None and fm.generate_steer() is None
+
+
+def test_labelled_questions_formats(tiny):
+    qs = labelled_questions(tiny, TQA)
+    p = qa_prompt("Is the sky blue?")
+    assert qs[0].group == "Is the sky blue?"
+    assert qs[0].positive == ((p, " Yes."), (p, " It is blue."))
+    assert qs[0].negative == ((p, " No."), (p, " Green."))
+    short = labelled_questions(tiny, TQA[:1], style="short")[0]
+    assert short.positive[0] == ("Q: Is the sky blue? A:", " Yes.")
+    c = labelled_questions(tiny, COPA[:1])[0]
+    assert c.positive == (("The man broke his toe because", " he dropped a hammer on his foot."),)
+    w = labelled_questions(tiny, [WinograndeItem(("Ann took it", "Bo took it"), "home.", 1)])[0]
+    assert w.positive == (("Bo took it", " home."),) and w.negative == (("Ann took it", " home."),)
+    assert contrast_pairs([w]) == [ContrastPair("Bo took it home.", "Ann took it home.")]
+    ab = labelled_questions(tiny, [ABItem("syc", "Q? (A) x (B) y", "(A)", "(B)")])[0]
+    assert ab.positive[0][1].strip() == "(A)" and ab.negative[0][1].strip() == "(B)"
+
+
+def test_contrast_pairs_cycle_and_whole_texts(tiny):
+    qs = labelled_questions(tiny, TQA)
+    pairs = contrast_pairs(qs)
+    p0 = qa_prompt("Is the sky blue?")
+    assert pairs[:2] == [ContrastPair(" Yes.", " No.", p0), ContrastPair(" It is blue.", " Green.", p0)]
+    assert len(pairs) == 2 + 2  # second question: 1 true, 2 false -> 2 pairs (true answer reused)
+    from steerlab.methods.pairs import LabelledQuestion
+
+    whole = contrast_pairs([LabelledQuestion("g", (("Ann took it", " home"),), (("Bo took it", " home"),))])
+    assert whole == [ContrastPair("Ann took it home", "Bo took it home")]
+    recs = probe_records(qs[:1])
+    assert [r[2] for r in recs] == [1, 1, 0, 0] and all(r[3] == "Is the sky blue?" for r in recs)
+    with pytest.raises(ValueError):
+        contrast_pairs([])
+
+
+def test_caa_is_mean_difference_at_layer(tiny):
+    m = make_method("caa", layer=2, multiplier=3.0)
+    fm = m.fit(tiny, TQA, [])
+    assert isinstance(fm, FittedMethod) and fm.strength == 3.0 and fm.steer_from == "last_prompt"
+    assert [s.key for s in fm.steer.sites] == ["residual.2"]
+    ref = fit_vector(tiny, contrast_pairs(labelled_questions(tiny, TQA)), 2, positions="last")
+    (k, v), = fm.steer.vectors.items()
+    torch.testing.assert_close(v, ref.vectors[k])
+    assert fm.info["layer"] == 2 and fm.info["n_pairs"] == 4
+    gs = fm.generate_steer()
+    assert isinstance(gs, Steer) and gs.strength == 3.0 and gs.where == "generated"
+    # default layer: the middle one; negative layers count from the end
+    assert CAA().layer(tiny) == tiny.adapter.n_layers // 2
+    assert make_method("caa", layer=-1).layer(tiny) == tiny.adapter.n_layers - 1
+
+
+def test_caa_steering_changes_scores(tiny):
+    prompts = to_prompts("copa", COPA)
+    base = evaluate_prompts(tiny, prompts, **make_method("none").fit(tiny, [], []).eval_kwargs())
+    fm = make_method("caa", layer=1, multiplier=200.0).fit(tiny, COPA, [])
+    steered = evaluate_prompts(tiny, prompts, **fm.eval_kwargs())
+    assert steered.config["steered"]
+    assert [p["loglik"] for p in steered.predictions] != [p["loglik"] for p in base.predictions]
+
+
+def test_iti_wrapper_heads_vector(tiny):
+    m = make_method("iti", k=3, alpha=5.0)
+    assert isinstance(m, ITI)
+    fm = m.fit(tiny, TQA, TQA[:0])
+    assert fm.steer_from == "answer" and fm.strength == 1.0
+    assert all(s.kind.value == "heads" for s in fm.steer.sites)
+    assert len(fm.info["heads"]) == 3
+    with pytest.raises(ValueError):
+        make_method("iti", k=0)
