@@ -10,7 +10,9 @@ import torch
 
 from steerlab.testing import tiny_model
 
-DATA_DIR = Path(os.environ.get("STEERLAB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA_DIR = Path(os.environ.get("STEERLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+# code under test reads the data root from the environment, as `make test` sets it
+os.environ.setdefault("STEERLAB_DATA", str(DATA_DIR))
 
 
 @pytest.fixture(scope="session", autouse=True)
