@@ -45,6 +45,7 @@ import torch  # noqa: E402
 import steerlab  # noqa: E402
 from steerlab.embed import Encoder  # noqa: E402
 from steerlab.embed.io import ChunkStore, fingerprint  # noqa: E402
+from steerlab.embed.variants import encode_cp_variants  # noqa: E402
 from steerlab.evals.sts import TASK_SHORT, load_tasks, score_tasks, unique_sentences  # noqa: E402
 from steerlab.data.sts import STS_TASKS  # noqa: E402
 
@@ -75,11 +76,12 @@ def encoder_kwargs(config: str, a: argparse.Namespace, prompt: str) -> dict[str,
     """Encoder settings of one configuration; ``None`` values fall back to the paper defaults,
     or with ``--from-dev`` to the best STS-B dev values of the sweeps (CP+TP combines the best
     CP-NS and the best TP settings; it is not tuned jointly)."""
-    kw: dict[str, Any] = {"prompt": prompt, "layer": pick(a.layer, prompt)}
+    k = read_layer(a, prompt)
+    kw: dict[str, Any] = {"prompt": prompt, "layer": k}
     cp_layer, alpha, tp_exit = pick(a.cp_layer, prompt), pick(a.alpha, prompt), pick(a.tp_exit, prompt)
     nr_layer = pick(a.cp_layer_nr, prompt) if a.cp_layer_nr else cp_layer
     if getattr(a, "from_dev", False):
-        best = best_settings(a).get(prompt, {})
+        best = best_settings(a, k).get(prompt, {})
         if "cp_ns" in best:
             cp_layer, alpha = best["cp_ns"]["cp_layer"], best["cp_ns"]["alpha"]
         if "cp_nr" in best:
@@ -95,6 +97,21 @@ def encoder_kwargs(config: str, a: argparse.Namespace, prompt: str) -> dict[str,
     if config not in CONFIGS:
         raise SystemExit(f"unknown config '{config}': choose from {', '.join(CONFIGS)}")
     return kw
+
+
+def read_layer(a: argparse.Namespace, prompt: str) -> int:
+    """The read-out layer of ``prompt``: ``--layer`` (a value, ``prompt=value,...``, or ``dev`` for
+    the best layer of the STS-B dev layer sweep), else the prompt's default."""
+    from steerlab.embed import default_layer, resolve_layer
+
+    n = get_model(a.model, a.dtype).adapter.n_layers
+    value = pick(a.layer, prompt)
+    if value == "dev":
+        path = cell_path(a, "dev", f"sweep-layer__{prompt}")
+        if not path.is_file():
+            raise SystemExit(f"--layer dev: run `sweep-layer --prompts {prompt}` first ({path} is missing)")
+        return int(json.loads(path.read_text())["best_layer"])
+    return default_layer(prompt, n) if value is None else resolve_layer(value, n, prompt)
 
 
 def pick(value: Any, prompt: str) -> Any:
@@ -119,26 +136,50 @@ def _num(v: str) -> Any:
             return v
 
 
-def cached_embeddings(enc: Encoder, sents: list[str], a: argparse.Namespace, tag: str) -> tuple[np.ndarray, float]:
-    """Embeddings of ``sents`` (cached and resumable); returns them and the seconds spent now.
-
-    The cache is keyed by the encoder's settings and the sentence list only, so any cell with
-    the same encoder on the same sentences (another setting label, CK) reuses it."""
+def _store(enc: Encoder, sents: list[str], a: argparse.Namespace) -> tuple[ChunkStore, Path]:
+    """The chunk cache of one encoder on one sentence list (keyed by the encoder's settings and
+    the sentences only, so any cell with the same encoder on the same sentences reuses it)."""
     meta = {"encoder": enc.describe()}
     folder = Path(a.cache) / enc.lm.name / fingerprint({"meta": meta, "n": len(sents), "s": sents[:3]})
-    store = ChunkStore(folder, sents, enc.embedding_dim, meta, chunk_size=a.chunk)
-    todo = store.missing()
+    return ChunkStore(folder, sents, enc.embedding_dim, meta, chunk_size=a.chunk), folder
+
+
+def cached_embeddings(enc: Encoder, sents: list[str], a: argparse.Namespace, tag: str) -> tuple[np.ndarray, float]:
+    """Embeddings of ``sents`` (cached and resumable); returns them and the seconds spent now."""
+    embs, spent = cached_embeddings_multi([enc], [enc.describe()["cp"]], sents, a, tag)
+    return embs[0], spent
+
+
+def cached_embeddings_multi(encs: list[Encoder], cps: list[Any], sents: list[str], a: argparse.Namespace,
+                            tag: str) -> tuple[list[np.ndarray], float]:
+    """Embeddings of several encoders that differ only in CP (``cps[i]`` is ``encs[i]``'s CP
+    setting): every chunk missing from any of their caches is computed for all of them at once
+    with :func:`steerlab.embed.variants.encode_cp_variants`. Resumable per chunk."""
+    stores = [_store(e, sents, a)[0] for e in encs]
+    todo = sorted(set().union(*[set(s.missing()) for s in stores]))
     spent = 0.0
     if todo:
-        log(f"{tag}: {len(todo)}/{store.n_chunks} chunks to compute -> {folder}")
+        log(f"{tag}: {len(todo)}/{stores[0].n_chunks} chunks to compute")
+    if todo:
+        kw = encs[0].describe()
+        plain = Encoder(encs[0].lm, prompt=encs[0].prompt.name if encs[0].prompt.name != "custom"
+                        else list(encs[0].prompt.templates), layer=encs[0].layer,
+                        tp=kw["tp"] and {k: kw["tp"][k] for k in ("start", "exit", "placeholder", "seed")},
+                        batch_size=a.batch_size, preprocess=encs[0].preprocess,
+                        max_sentence_tokens=encs[0].max_sentence_tokens)
+        cp_args = [None if c is None else {k: c[k] for k in ("variant", "layer", "alpha") if k in c} for c in cps]
     for i in todo:
-        lo, hi = store.bounds(i)
+        lo, hi = stores[0].bounds(i)
         t0 = time.perf_counter()
-        store.write(i, enc.encode(sents[lo:hi], batch_size=a.batch_size))
+        outs = encode_cp_variants(plain, sents[lo:hi], cp_args, batch_size=a.batch_size)
         dt = time.perf_counter() - t0
         spent += dt
-        log(f"{tag}: chunk {i + 1}/{store.n_chunks} ({hi - lo} sentences, {(hi - lo) / dt:.1f} sent/s)")
-    return store.load(), spent
+        for s, o in zip(stores, outs):
+            if i in s.missing():
+                s.write(i, o)
+        log(f"{tag}: chunk {i + 1}/{stores[0].n_chunks} ({hi - lo} sentences x {len(encs)} settings, "
+            f"{(hi - lo) / dt:.1f} sent/s)")
+    return [s.load() for s in stores], spent
 
 
 def sentence_set(tasks: dict[str, list]) -> list[str]:
@@ -163,23 +204,48 @@ def env_info(a: argparse.Namespace) -> dict[str, Any]:
 
 def run_cell(a: argparse.Namespace, split: str, name: str, tasks: dict[str, list], sents: list[str],
              kw: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    path = cell_path(a, split, name)
+    return run_cells(a, split, [(name, kw, extra or {})], tasks, sents)[0]
+
+
+def _family(kw: dict[str, Any]) -> str:
+    """Cells that differ only in CP share one main pass (steerlab.embed.variants)."""
+    return json.dumps({k: v for k, v in kw.items() if k != "cp"}, sort_keys=True, default=str)
+
+
+def run_cells(a: argparse.Namespace, split: str, items: list[tuple[str, dict[str, Any], dict[str, Any]]],
+              tasks: dict[str, list], sents: list[str]) -> list[dict[str, Any]]:
+    """Score cells ``(name, encoder kwargs, extra fields)``; finished cells are skipped, and the
+    embeddings of cells that differ only in their CP setting are computed together: one main
+    pass with a key/value cache, then one last-token step per CP setting (exact; see
+    ``steerlab.embed.variants``)."""
     lm = get_model(a.model, a.dtype)
-    enc = Encoder(lm, batch_size=a.batch_size, **kw)
-    desc = enc.describe()
-    if path.is_file() and not a.force:
-        cell = json.loads(path.read_text())
-        if cell.get("encoder") == json.loads(json.dumps(desc, default=str)):
-            log(f"{name}: done already ({cell['average']:.2f})")
-            return cell
-    emb, spent = cached_embeddings(enc, sents, a, f"{split}/{name}")
-    res = score_tasks(tasks, dict(zip(sents, emb)))
-    cell = {"name": name, "split": split, "encoder": desc, **res.to_dict(), "seconds_this_run": round(spent, 1),
-            "n_sentences": len(sents), "command": command_line(), "env": env_info(a), **(extra or {}),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    write_cell(path, cell)
-    log(f"{name}: avg {res.average:.2f}  " + "  ".join(f"{k}={v:.2f}" for k, v in res.scores.items()))
-    return cell
+    cells: dict[str, dict[str, Any]] = {}
+    todo: dict[str, list[tuple[str, dict[str, Any], dict[str, Any], Encoder]]] = {}
+    for name, kw, extra in items:
+        path = cell_path(a, split, name)
+        enc = Encoder(lm, batch_size=a.batch_size, **kw)
+        if path.is_file() and not a.force:
+            cell = json.loads(path.read_text())
+            if cell.get("encoder") == json.loads(json.dumps(enc.describe(), default=str)):
+                log(f"{name}: done already ({cell['average']:.2f})")
+                cells[name] = cell
+                continue
+        todo.setdefault(_family(kw), []).append((name, kw, extra, enc))
+    for group in todo.values():
+        names = [g[0] for g in group]
+        embs, spent = cached_embeddings_multi([g[3] for g in group], [g[1].get("cp") for g in group], sents, a,
+                                              f"{split}/{names[0]}" + (f" (+{len(names) - 1} sharing its pass)"
+                                                                       if len(names) > 1 else ""))
+        for (name, kw, extra, enc), emb in zip(group, embs):
+            res = score_tasks(tasks, dict(zip(sents, emb)))
+            cell = {"name": name, "split": split, "encoder": enc.describe(), **res.to_dict(),
+                    "seconds_this_run": round(spent, 1), "shared_pass_with": [n for n in names if n != name],
+                    "n_sentences": len(sents), "command": command_line(), "env": env_info(a), **extra,
+                    "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            write_cell(cell_path(a, split, name), cell)
+            log(f"{name}: avg {res.average:.2f}  " + "  ".join(f"{k}={v:.2f}" for k, v in res.scores.items()))
+            cells[name] = cell
+    return [cells[name] for name, _, _ in items]
 
 
 # ----------------------------------------------------------------------------- test
@@ -192,10 +258,9 @@ def cmd_test(a: argparse.Namespace) -> None:
     configs = a.configs.split(",")
     setting = a.setting
     for prompt in prompts:
-        for config in configs:
-            kw = encoder_kwargs(config, a, prompt)
-            run_cell(a, split, f"{setting}__{prompt}__{config}", tasks, sents, kw,
-                     {"prompt": prompt, "config": config, "setting": setting})
+        run_cells(a, split, [(f"{setting}__{prompt}__{config}", encoder_kwargs(config, a, prompt),
+                              {"prompt": prompt, "config": config, "setting": setting}) for config in configs],
+                  tasks, sents)
     if "pretcot" in prompts and "ke" in prompts:
         for config in configs:
             ck_cell(a, split, setting, config, tasks, sents)
@@ -263,33 +328,39 @@ def cmd_sweep_layer(a: argparse.Namespace) -> None:
 
 
 def cmd_sweep_cp(a: argparse.Namespace) -> None:
+    """All grid points of a prompt share one main pass (they differ only in CP)."""
     tasks, sents = dev_data(a)
     layers = [int(x) for x in a.cp_layers.split(",")]
-    alphas = [float(x) for x in a.alphas.split(",")] if a.variant == "ns" else [None]
+    variants = ["ns", "nr"] if a.variant == "both" else [a.variant]
     for prompt in a.prompts.split(","):
-        for l in layers:
-            for al in alphas:
-                cp: dict[str, Any] = {"variant": a.variant, "layer": l}
-                if al is not None:
-                    cp["alpha"] = al
-                name = f"sweep-cp-{a.variant}__{prompt}__l{l}" + (f"_a{al:g}" if al is not None else "")
-                kw = {"prompt": prompt, "layer": pick(a.layer, prompt), "cp": cp}
-                run_cell(a, "dev", name, tasks, sents, kw,
-                         {"prompt": prompt, "sweep": f"cp-{a.variant}", "cp_layer": l, "alpha": al})
+        items = []
+        for variant in variants:
+            for l in layers:
+                for al in ([float(x) for x in a.alphas.split(",")] if variant == "ns" else [None]):
+                    cp: dict[str, Any] = {"variant": variant, "layer": l}
+                    if al is not None:
+                        cp["alpha"] = al
+                    k = read_layer(a, prompt)
+                    name = f"sweep-cp-{variant}__{prompt}__k{k}_l{l}" + (f"_a{al:g}" if al is not None else "")
+                    kw = {"prompt": prompt, "layer": k, "cp": cp}
+                    items.append((name, kw, {"prompt": prompt, "sweep": f"cp-{variant}", "cp_layer": l, "alpha": al}))
+        run_cells(a, "dev", items, tasks, sents)
 
 
 def cmd_sweep_tp(a: argparse.Namespace) -> None:
     tasks, sents = dev_data(a)
     for prompt in a.prompts.split(","):
         for e in [int(x) for x in a.exits.split(",")]:
-            kw = {"prompt": prompt, "layer": pick(a.layer, prompt), "tp": {"exit": e}}
-            run_cell(a, "dev", f"sweep-tp__{prompt}__e{e}", tasks, sents, kw,
+            k = read_layer(a, prompt)
+            kw = {"prompt": prompt, "layer": k, "tp": {"exit": e}}
+            run_cell(a, "dev", f"sweep-tp__{prompt}__k{k}_e{e}", tasks, sents, kw,
                      {"prompt": prompt, "sweep": "tp", "tp_exit": e})
 
 
 def dev_base(a: argparse.Namespace, prompt: str) -> None:
     tasks, sents = dev_data(a)
-    run_cell(a, "dev", f"dev-base__{prompt}", tasks, sents, {"prompt": prompt, "layer": pick(a.layer, prompt)},
+    k = read_layer(a, prompt)
+    run_cell(a, "dev", f"dev-base__{prompt}__k{k}", tasks, sents, {"prompt": prompt, "layer": k},
              {"prompt": prompt, "sweep": "base"})
 
 
@@ -303,12 +374,13 @@ def load_cells(a: argparse.Namespace, split: str) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
-def best_settings(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def best_settings(a: argparse.Namespace, layer: int | None = None) -> dict[str, dict[str, Any]]:
+    """Best CP-NS / CP-NR / TP settings per prompt on STS-B dev (only sweeps read at ``layer``)."""
     cells = load_cells(a, "dev")
     best: dict[str, dict[str, Any]] = {}
     for c in cells:
         p, sweep = c.get("prompt"), c.get("sweep")
-        if not p or not sweep:
+        if not p or not sweep or (layer is not None and (c.get("encoder") or {}).get("layer") != layer):
             continue
         key = {"cp-ns": "cp_ns", "cp-nr": "cp_nr", "tp": "tp"}.get(sweep)
         if key is None:
@@ -370,9 +442,12 @@ def sweep_tables(cells: list[dict[str, Any]]) -> str:
         out.append("|" + "---|" * (len(ks) + 1))
         out.append("| dev | " + " | ".join(f"{sc[k]:.1f}" for k in ks) + " |\n")
     grid = [c for c in cells if c.get("sweep") in ("cp-ns", "cp-nr", "tp")]
-    for (prompt, sweep) in sorted({(c["prompt"], c["sweep"]) for c in grid}):
-        cs = [c for c in grid if c["prompt"] == prompt and c["sweep"] == sweep]
-        label = PROMPT_LABEL.get(prompt, prompt)
+    def k_of(c: dict[str, Any]) -> int:
+        return int((c.get("encoder") or {}).get("layer", 0))
+
+    for (prompt, sweep, k) in sorted({(c["prompt"], c["sweep"], k_of(c)) for c in grid}):
+        cs = [c for c in grid if c["prompt"] == prompt and c["sweep"] == sweep and k_of(c) == k]
+        label = f"{PROMPT_LABEL.get(prompt, prompt)}, read-out layer {k}"
         if sweep == "cp-ns":
             ls = sorted({c["cp_layer"] for c in cs})
             als = sorted({c["alpha"] for c in cs})
@@ -432,27 +507,19 @@ def cmd_table(a: argparse.Namespace) -> None:
 
 
 PLAN = [
-    # (why, arguments) - run in order by `plan`; every step is resumable and skips finished cells
+    # (why, arguments) - run in order by `plan`; every step is resumable and skips finished cells.
+    # Cells that differ only in CP share one main pass (exact), so a whole CP grid costs about
+    # one pass plus one last-token step per grid point.
     ("fp32 vs bf16 check on STS-B dev", "dev-base --prompts prompteol --dtype float32"),
-    ("PromptEOL base on STS-B dev", "dev-base --prompts prompteol"),
-    ("PromptEOL base on the 7 test sets", "test --prompts prompteol --configs base --setting dev-tuned"),
-    ("TP exit sweep (dev)", "sweep-tp --prompts prompteol --exits 2,3,4,5,7,10"),
-    ("CP-NS layer x alpha sweep (dev), the paper's grid",
-     "sweep-cp --variant ns --prompts prompteol --cp-layers 2,3,4,5,6 --alphas 0.5,1,2,3,4"),
-    ("CP-NR layer sweep (dev)", "sweep-cp --variant nr --prompts prompteol --cp-layers 2,3,4,5,6"),
-    ("PromptEOL row, dev-tuned", "test --prompts prompteol --configs base,tp,cp-ns,cp-nr,cp-tp --from-dev --setting dev-tuned"),
-    ("base prompts on STS-B dev", "dev-base --prompts pretcot,ke"),
-    ("TP exit sweep (dev), PretCoT and KE", "sweep-tp --prompts pretcot,ke --exits 2,3,5"),
-    ("CP-NS sweep (dev), PretCoT and KE",
-     "sweep-cp --variant ns --prompts pretcot,ke --cp-layers 2,4,6 --alphas 0.5,1,2,3"),
-    ("CP-NR sweep (dev), PretCoT and KE", "sweep-cp --variant nr --prompts pretcot,ke --cp-layers 2,4,6"),
-    ("PretCoT, KE (and CK) rows, dev-tuned",
-     "test --prompts pretcot,ke --configs base,tp,cp-ns,cp-nr,cp-tp --from-dev --setting dev-tuned"),
     ("read-out layer sweep (dev)", "sweep-layer --prompts prompteol,pretcot,ke"),
-    ("PromptEOL row, paper defaults",
-     "test --prompts prompteol --configs base,tp,cp-ns,cp-nr,cp-tp --setting paper-defaults"),
-    ("PretCoT, KE (and CK) rows, paper defaults",
-     "test --prompts pretcot,ke --configs base,tp,cp-ns,cp-nr,cp-tp --setting paper-defaults"),
+    ("base prompts on STS-B dev at the dev-best layer", "dev-base --prompts prompteol,pretcot,ke --layer dev"),
+    ("CP-NS layer x alpha and CP-NR layer sweeps (dev), the paper's grid",
+     "sweep-cp --variant both --prompts prompteol,pretcot,ke --layer dev --cp-layers 2,3,4,5,6 --alphas 0.5,1,2,3,4"),
+    ("TP exit sweep (dev)", "sweep-tp --prompts prompteol,pretcot,ke --layer dev --exits 2,3,4,5,7,10"),
+    ("all rows, dev-tuned (read-out layer, CP, TP chosen on STS-B dev; CK from PretCoT and KE)",
+     "test --prompts prompteol,pretcot,ke --configs base,cp-ns,cp-nr,tp,cp-tp --layer dev --from-dev --setting dev-tuned"),
+    ("all rows, paper defaults scaled to depth",
+     "test --prompts prompteol,pretcot,ke --configs base,cp-ns,cp-nr,tp,cp-tp --setting paper-defaults"),
 ]
 
 
@@ -512,7 +579,7 @@ def main() -> None:
 
     s = sub.add_parser("sweep-cp")
     common(s)
-    s.add_argument("--variant", default="ns", choices=["ns", "nr"])
+    s.add_argument("--variant", default="both", choices=["ns", "nr", "both"])
     s.add_argument("--cp-layers", default="2,3,4,5,6")
     s.add_argument("--alphas", default="0.5,1,2,3,4")
     s.set_defaults(fn=cmd_sweep_cp)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..io import atomic_write_text
 from .encoder import Encoder
 
 __all__ = ["build_encoder", "eval_sts_command", "embed_command"]
@@ -115,7 +116,7 @@ def eval_sts_command(
     res = evaluate_sts(enc, task_list, root, batch_size=batch_size, show_progress_bar=progress, limit=limit)
     out = {"encoder": enc.describe(), **res.to_dict(), "markdown": res.markdown()}
     if output is not None:
-        Path(output).write_text(json.dumps(out, indent=1, default=str))
+        atomic_write_text(output, json.dumps(out, indent=1, default=str))
     return out
 
 
