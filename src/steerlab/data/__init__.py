@@ -7,8 +7,11 @@ Data is never bundled with the package. :func:`data_dir` resolves the data root 
 
 When neither gives an existing directory, :class:`DataNotFoundError` says where it looked.
 Loaders take the same optional ``root`` and read their files below it (``sts/...`` for STS).
-A dataset registry with download and caching can be layered on top of these loaders: each
-loader is a plain function ``(split, root) -> list[record]``.
+
+Named datasets go through :mod:`steerlab.data.registry`, which extends this order for each
+file: explicit path -> ``$STEERLAB_DATA`` -> the user cache -> a checksum-verified download
+from the dataset's canonical public source (hub or original URL), with an error naming every
+place it looked and how to provide the files when nothing is found offline.
 """
 
 from __future__ import annotations

@@ -78,29 +78,23 @@ def build_encoder(
 
 def eval_sts_command(
     model: Any = "embedded",
-    prompt: str = "prompteol",
-    layer: Any = None,
-    cp: str | None = None,
-    cp_layer: int | None = None,
-    alpha: float | None = None,
-    tp: bool = False,
-    tp_start: int = 1,
-    tp_exit: int | None = None,
+    *,
     tasks: str | Sequence[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
-    batch_size: int = 32,
-    dtype: str | None = None,
-    device: str | None = None,
     limit: int | None = None,
     output: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    batch_size: int = 32,
+    **encoder_options: Any,
 ) -> dict[str, Any]:
     """``steerlab eval sts``: Spearman x100 per task and the average; optionally saved as JSON.
 
     ``tasks``: comma-separated names, ``name:split`` for another split (``stsb:dev``); default
     the 7 SentEval STS tasks (STS12-16 pooled "all", STS-B test, SICK-R test).
     Returns ``{"encoder": settings, "scores": {...}, "average": float, "n_pairs": {...},
-    "markdown": table}``.
+    "markdown": table}``. ``encoder_options``: the keywords of :func:`build_encoder` (``prompt``,
+    ``layer``, ``cp``, ``cp_layer``, ``alpha``, ``tp``, ``tp_start``, ``tp_exit``, ``dtype``,
+    ``device``, ``preprocess``).
     """
     from ..data import data_dir as resolve_data_dir
     from ..evals.sts import evaluate_sts, load_tasks
@@ -112,7 +106,7 @@ def eval_sts_command(
     load_tasks(task_list, root, 1)  # validate names, splits and files before loading the model
     if output is not None and not Path(output).parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {Path(output).parent}")
-    enc = build_encoder(model, prompt, layer, cp, cp_layer, alpha, tp, tp_start, tp_exit, dtype, device, batch_size)
+    enc = build_encoder(model, batch_size=batch_size, **encoder_options)
     res = evaluate_sts(enc, task_list, root, batch_size=batch_size, show_progress_bar=progress, limit=limit)
     out = {"encoder": enc.describe(), **res.to_dict(), "markdown": res.markdown()}
     if output is not None:
@@ -124,27 +118,20 @@ def embed_command(
     file: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
     model: Any = "embedded",
-    prompt: str = "prompteol",
-    layer: Any = None,
-    cp: str | None = None,
-    cp_layer: int | None = None,
-    alpha: float | None = None,
-    tp: bool = False,
-    tp_start: int = 1,
-    tp_exit: int | None = None,
+    *,
     fmt: str | None = None,
     text_field: str = "text",
     batch_size: int = 32,
     chunk_size: int = 1024,
-    dtype: str | None = None,
-    device: str | None = None,
     resume: bool = True,
     progress: bool = True,
+    **encoder_options: Any,
 ) -> Path:
     """``steerlab embed FILE``: embed every sentence of FILE (``.txt`` one per line, ``.jsonl``
     with a ``text`` field, ``.tsv``/``.csv`` with a ``text`` column) into ``.npy`` or parquet.
 
     Resumable: an interrupted run continues from the last finished chunk. Returns the output path.
+    ``encoder_options``: the keywords of :func:`build_encoder`.
     """
     from .io import _output_format, _pyarrow, embed_file, read_sentences
 
@@ -162,6 +149,6 @@ def embed_command(
         raise ValueError(f"{src}: no sentences found")
     if chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {chunk_size}")
-    enc = build_encoder(model, prompt, layer, cp, cp_layer, alpha, tp, tp_start, tp_exit, dtype, device, batch_size)
+    enc = build_encoder(model, batch_size=batch_size, **encoder_options)
     return embed_file(enc, src, out, fmt=fmt, text_field=text_field, batch_size=batch_size,
                       chunk_size=chunk_size, progress=progress, resume=resume)
