@@ -395,7 +395,12 @@ def best_settings(a: argparse.Namespace, layer: int | None = None) -> dict[str, 
 
 
 def cmd_best(a: argparse.Namespace) -> None:
-    print(json.dumps(best_settings(a), indent=1))
+    """Dev-best settings; with ``--layer`` only among sweeps read at each prompt's layer."""
+    if a.layer is None:
+        print(json.dumps(best_settings(a), indent=1))
+        return
+    out = {p: best_settings(a, read_layer(a, p)).get(p, {}) for p in a.prompts.split(",")}
+    print(json.dumps(out, indent=1))
 
 
 # ----------------------------------------------------------------------------- tables
@@ -432,7 +437,12 @@ def test_table(cells: list[dict[str, Any]], setting: str) -> str:
 
 def sweep_tables(cells: list[dict[str, Any]]) -> str:
     out = []
-    layer = [c for c in cells if c.get("name", "").startswith("sweep-layer__")]
+    order = ["prompteol", "pretcot", "ke", "ck", "metaeol"]
+
+    def rank(p: str) -> int:
+        return order.index(p) if p in order else len(order)
+
+    layer = sorted((c for c in cells if c.get("name", "").startswith("sweep-layer__")), key=lambda c: rank(c["prompt"]))
     for c in layer:
         sc = c["scores_by_layer"]
         out.append(f"Read-out layer, {PROMPT_LABEL.get(c['prompt'], c['prompt'])} (STS-B dev Spearman x100; "
@@ -445,7 +455,8 @@ def sweep_tables(cells: list[dict[str, Any]]) -> str:
     def k_of(c: dict[str, Any]) -> int:
         return int((c.get("encoder") or {}).get("layer", 0))
 
-    for (prompt, sweep, k) in sorted({(c["prompt"], c["sweep"], k_of(c)) for c in grid}):
+    for (prompt, sweep, k) in sorted({(c["prompt"], c["sweep"], k_of(c)) for c in grid},
+                                     key=lambda t: (rank(t[0]), t[2], t[1])):
         cs = [c for c in grid if c["prompt"] == prompt and c["sweep"] == sweep and k_of(c) == k]
         label = f"{PROMPT_LABEL.get(prompt, prompt)}, read-out layer {k}"
         if sweep == "cp-ns":
@@ -478,6 +489,33 @@ def sweep_tables(cells: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def plot_layer_sweep(cells: list[dict[str, Any]], path: Path) -> Path | None:
+    """Line plot of the read-out layer sweeps (one line per prompt); ``None`` if there are none."""
+    sweeps = [c for c in cells if c.get("name", "").startswith("sweep-layer__")]
+    if not sweeps:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for c in sweeps:
+        ks = [int(k) for k in c["scores_by_layer"]]
+        ax.plot(ks, list(c["scores_by_layer"].values()), marker=".", label=PROMPT_LABEL.get(c["prompt"], c["prompt"]))
+    ax.set_xlabel("read-out layer k (hidden_states[k])")
+    ax.set_ylabel("STS-B dev Spearman x100")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def cmd_table(a: argparse.Namespace) -> None:
     test_cells = load_cells(a, "test")
     settings = sorted({c.get("setting") for c in test_cells if c.get("setting")})
@@ -499,6 +537,11 @@ def cmd_table(a: argparse.Namespace) -> None:
             "commands are listed under each table. Settings are chosen on STS-B dev only. Method details: "
             "`docs/embeddings.md`.\n"
         )
+        img = plot_layer_sweep(dev_cells, ROOT / "docs" / "img" / "embed_layer_sweep.png")
+        if img is not None:
+            text += ("\n![STS-B dev Spearman by read-out layer](img/embed_layer_sweep.png)\n\n"
+                     "*STS-B dev Spearman x100 of each prompt's last-token state after k of 30 layers "
+                     "(`sweep-layer`; raw residual stream for k < 30, final-norm output at 30).*\n")
         body = intro + "\n" + (notes.read_text().strip() + "\n\n" if notes.is_file() else "") + text
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from embed_throughput import replace_section
