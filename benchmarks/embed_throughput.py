@@ -78,7 +78,9 @@ def replace_section(path: Path, title: str, body: str) -> None:
     else:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         lines = lines[:start] + block + lines[end:]
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    from steerlab.io import atomic_write_text
+
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
 
 
 def main() -> None:

@@ -175,8 +175,9 @@ def test_batched_equals_one_by_one_embedded(embedded, positions) -> None:
     batched = capture(embedded, items, sites, positions=positions, batch_size=4)
     single = capture(embedded, items, sites, positions=positions, batch_size=1)
     _assert_same(batched, single, atol=1e-5)
-    for key in ("heads.3", "mlp_out.4", "attn_out.5", "heads.12"):  # no massive activations here: atol alone
-        assert float((batched[key] - single[key]).abs().max()) < 1e-5
+    for key in ("heads.3", "mlp_out.4", "attn_out.5", "heads.12"):  # no massive activations here
+        scale = float(single[key].abs().max())  # float32 sums in another order: ~1e-6 relative (1 thread: mlp 1.1e-5 at 8.2)
+        assert float((batched[key] - single[key]).abs().max()) < 1e-5 + 2e-6 * scale
     assert batched["heads.3"].shape[1] == 576 and batched.n_items == len(items)
 
 
