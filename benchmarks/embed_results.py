@@ -525,7 +525,10 @@ def cmd_table(a: argparse.Namespace) -> None:
         parts.append(f"#### Setting `{s}`\n\n" + test_table(test_cells, s) + "\n\nCommands:\n\n```\n"
                      + "\n".join(cmds) + "\n```\n")
     dev_cells = load_cells(a, "dev")
-    text = "\n".join(parts) + ("\n#### STS-B dev sweeps\n\n" + sweep_tables(dev_cells) if dev_cells else "")
+    dev_cmds = sorted({c["command"] for c in dev_cells if c.get("command")})
+    text = "\n".join(parts) + ("\n#### STS-B dev sweeps\n\n" + sweep_tables(dev_cells)
+                                + "\nCommands (each writes one JSON per cell under `benchmarks/results/embed/<dtype>/dev/`):"
+                                  "\n\n```\n" + "\n".join(dev_cmds) + "\n```\n" if dev_cells else "")
     print(text)
     if a.write_docs:
         notes = Path(a.out) / "NOTES.md"
