@@ -188,18 +188,29 @@ def _fit_stored(lm: LoadedModel, pairs: list[ContrastPair], sites: list[Site], s
     items: list[Item] = [side for p in pairs for side in p.items()]
     cap = capture(lm, items, sites, spec, batch_size=batch_size, chat=chat, progress=progress,
                   reduce=_reduce_for(spec))
-    out = {}
-    for site in sites:
-        x = cap[site]
-        pos, neg = x[0::2], x[1::2]
-        if method == "mean_diff":
-            out[site.key] = mean_difference(pos, neg)
-        elif method == "pca":
-            out[site.key] = pca_direction(pos - neg)
-        else:
-            y = torch.tensor([1, 0] * len(pairs))
-            out[site.key] = probe_direction(x, y)
-    return out
+    return {site.key: _vectors_from(cap[site], method, len(pairs)) for site in sites}
+
+
+def _vectors_from(x: torch.Tensor, method: str, n_pairs: int) -> torch.Tensor:
+    """A direction from stored activations ``x`` whose rows alternate positive, negative."""
+    pos, neg = x[0::2], x[1::2]
+    if method == "mean_diff":
+        return mean_difference(pos, neg)
+    if method == "pca":
+        return pca_direction(pos - neg)
+    return probe_direction(x, torch.tensor([1, 0] * n_pairs))
+
+
+def _fit_shared(lm: LoadedModel, pairs: list[ContrastPair], sites: list[Site], method: str,
+                batch_size: int) -> dict[str, torch.Tensor]:
+    from .evals.loglik import last_token_hidden
+
+    items = [side for p in pairs for side in p.items()]
+    uniq = list(dict.fromkeys(items))
+    where = {t: i for i, t in enumerate(uniq)}
+    rows = torch.tensor([where[t] for t in items])
+    hid = last_token_hidden(lm, uniq, [s.layer for s in sites], batch_size=batch_size)  # type: ignore[arg-type]
+    return {s.key: _vectors_from(hid[s.layer][rows], method, len(pairs)) for s in sites}
 
 
 def _fit_streaming(lm: LoadedModel, pairs: list[ContrastPair], sites: list[Site], spec: PositionSpec,
@@ -228,6 +239,7 @@ def fit_vector(
     streaming: bool = False,
     chat: bool = False,
     progress: bool = False,
+    share_prefix: bool = False,
 ) -> SteeringVector:
     """Fit a steering vector at ``site_kind`` sites of ``layers`` from contrast ``pairs``.
 
@@ -235,6 +247,11 @@ def fit_vector(
     have a prompt), ``LastK(k)``, ``"all"`` or ``"answer"``; multi-token positions are averaged
     per item. ``streaming=True`` keeps only running statistics (mean_diff, pca), so memory does
     not grow with the number of pairs; ``probe`` needs the stored activations.
+    ``share_prefix=True`` (residual sites, ``positions="last"``, pairs with prompts, no chat
+    template, not streaming) reads the activations with
+    :func:`steerlab.evals.loglik.last_token_hidden`: each distinct text once, the prefix all
+    texts share and each distinct prompt run once through a KV cache. Same vectors up to float
+    rounding, several times faster when prompts are long and shared (a few-shot primer).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
@@ -250,8 +267,14 @@ def fit_vector(
         raise ValueError("method='probe' needs at least two pairs")
     kind = SiteKind(site_kind)
     sites = [Site(kind, layer) for layer in _layers(lm, layers)]
-    fitter = _fit_streaming if streaming else _fit_stored
-    vectors = fitter(lm, pairs, sites, spec, method, batch_size, chat, progress)
+    if share_prefix:
+        if streaming or chat or kind != SiteKind.RESIDUAL or spec != "last" or any(p.prompt is None for p in pairs):
+            raise ValueError("share_prefix=True needs residual sites, positions='last', pairs with prompts, "
+                             "chat=False and streaming=False")
+        vectors = _fit_shared(lm, pairs, sites, method, batch_size)
+    else:
+        fitter = _fit_streaming if streaming else _fit_stored
+        vectors = fitter(lm, pairs, sites, spec, method, batch_size, chat, progress)
     a = lm.adapter
     meta = VectorMeta(
         model_name=lm.name,

@@ -52,6 +52,10 @@ __all__ = [
     "collate",
     "batch_token_logprobs",
     "shared_context_logprobs",
+    "BasePrefix",
+    "base_prefix",
+    "common_prefix_len",
+    "last_token_hidden",
     "loglikelihood",
     "ProgressBar",
     "logsumexp",
@@ -268,6 +272,71 @@ def _cache_shareable(model: Any) -> bool:
     return not any(getattr(layer, "is_linear", False) for layer in getattr(cache, "layers", []))
 
 
+@dataclass
+class BasePrefix:
+    """A token prefix shared by every scored row and its KV cache (batch 1), computed once
+    without hooks (:func:`base_prefix`); :meth:`expand` hands out independent copies."""
+
+    ids: tuple[int, ...]
+    cache: Any
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+    def expand(self, n: int) -> Any:
+        """A new cache holding ``n`` copies of the base rows (the stored cache is left untouched)."""
+        import copy
+
+        out = copy.deepcopy(self.cache)
+        out.batch_select_indices(torch.zeros(n, dtype=torch.long, device=self.cache_device))
+        return out
+
+    @property
+    def cache_device(self) -> torch.device:
+        for layer in getattr(self.cache, "layers", []):
+            keys = getattr(layer, "keys", None)
+            if isinstance(keys, torch.Tensor):
+                return keys.device
+        return torch.device("cpu")
+
+
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by all ``seqs`` (0 for none)."""
+    if not seqs:
+        return 0
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        k = 0
+        while k < n and s[k] == first[k]:
+            k += 1
+        n = k
+        if n == 0:
+            break
+    return n
+
+
+def base_prefix(lm: LoadedModel, ids: Sequence[int]) -> BasePrefix:
+    """Run ``ids`` once (no hooks, no padding) and keep its KV cache as a :class:`BasePrefix`."""
+    from transformers import DynamicCache
+
+    model = lm.model
+    x = torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        try:
+            model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        except TypeError:
+            cache = DynamicCache(config=model.config)
+            model(input_ids=x, past_key_values=cache, use_cache=True)
+    return BasePrefix(tuple(int(t) for t in ids), cache)
+
+
+#: a shared base prefix is only worth its own forward pass from this many tokens on
+MIN_BASE_PREFIX = 8
+
+
 def shared_context_logprobs(
     lm: LoadedModel,
     pairs: Sequence[EncodedPair],
@@ -275,6 +344,8 @@ def shared_context_logprobs(
     steer: Steer | None = None,
     steer_from: SteerFrom = "last_prompt",
     pad_id: int = 0,
+    base: "BasePrefix | None" = None,
+    row_batch: int | None = None,
 ) -> tuple[list[torch.Tensor], list[bool]]:
     """Like :func:`batch_token_logprobs`, but each distinct context prefix runs once.
 
@@ -282,34 +353,47 @@ def shared_context_logprobs(
     prefixes run once (left padded, KV cache kept, no hooks: no position before the last context
     token is ever steered), the cache rows are repeated per row, and each row's suffix (last
     context token + continuation, right padded) runs on top, with steering as in the plain path.
+
+    ``base`` (:func:`base_prefix`): a token prefix shared by every row (e.g. an instruction and a
+    few-shot primer) whose KV cache was computed once; the group prefixes then run only from its
+    end on top of a copy of it. It must be shorter than every row's prefix. ``row_batch``: the
+    suffixes run in passes of at most this many rows, sorted by length (less padding); ``None``:
+    one pass.
     """
-    from transformers import DynamicCache
+    if base is not None:
+        first: dict[int, int] = {}
+        for r, g in enumerate(groups):
+            first.setdefault(g, r)
+        if any(pairs[r].context_len - 1 <= base.length or pairs[r].ids[:base.length] != base.ids
+               for r in first.values()):
+            raise ValueError("base prefix must be a strict prefix of every row's context prefix")
+    cache, pmask, gidx = _prefix_cache(lm, pairs, groups, base, pad_id)
+    n_rows = len(pairs)
+    step = n_rows if row_batch is None else max(1, int(row_batch))
+    # rows sorted by suffix length: each forward pass pads its suffixes to similar lengths
+    row_order = sorted(range(n_rows), key=lambda r: -(len(pairs[r].ids) - pairs[r].context_len))
+    rows: list[torch.Tensor | None] = [None] * n_rows
+    flags: list[bool] = [False] * n_rows
+    for s in range(0, n_rows, step):
+        sub = row_order[s:s + step]
+        last = s + step >= n_rows
+        sub_cache = cache if last else _copy_cache(cache)
+        sub_cache.batch_select_indices(gidx[sub])
+        sub_rows, sub_flags = _suffix_logprobs(lm, [pairs[r] for r in sub], pmask[gidx[sub]], sub_cache, steer,
+                                               steer_from, pad_id)
+        for r, lp, g in zip(sub, sub_rows, sub_flags):
+            rows[r], flags[r] = lp, g
+    return [r for r in rows if r is not None], flags
 
-    model, device = lm.model, lm.device
-    first = {}
-    for r, g in enumerate(groups):
-        first.setdefault(g, r)
-    uniq = list(first)
-    gidx = torch.tensor([uniq.index(g) for g in groups], device=device)
-    prefixes = [pairs[first[g]].ids[: pairs[first[g]].context_len - 1] for g in uniq]
-    width = max(len(p) for p in prefixes)
-    pids = torch.full((len(uniq), width), int(pad_id), dtype=torch.long)
-    pmask = torch.zeros((len(uniq), width), dtype=torch.long)
-    for i, p in enumerate(prefixes):
-        pids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        pmask[i, width - len(p):] = 1
-    pids, pmask = pids.to(device), pmask.to(device)
-    ppos = (pmask.cumsum(-1) - 1).masked_fill(pmask == 0, 1)
-    cache = DynamicCache(config=model.config)
-    with torch.no_grad():
-        try:
-            model(input_ids=pids, attention_mask=pmask, position_ids=ppos, past_key_values=cache, use_cache=True,
-                  logits_to_keep=1)
-        except TypeError:  # a model without logits_to_keep
-            cache = DynamicCache(config=model.config)
-            model(input_ids=pids, attention_mask=pmask, position_ids=ppos, past_key_values=cache, use_cache=True)
-    cache.batch_select_indices(gidx)
 
+def _copy_cache(cache: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(cache)
+
+
+def _suffix_batch(pairs: Sequence[EncodedPair], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and mask of each pair's suffix: its last context token + continuation."""
     suffixes = [p.ids[p.context_len - 1:] for p in pairs]
     sw = max(len(x) for x in suffixes)
     sids = torch.full((len(pairs), sw), int(pad_id), dtype=torch.long)
@@ -317,11 +401,20 @@ def shared_context_logprobs(
     for r, x in enumerate(suffixes):
         sids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
         smask[r, : len(x)] = 1
-    sids, smask = sids.to(device), smask.to(device)
-    plen = pmask.sum(-1)[gidx]  # real prefix tokens per row
+    return sids.to(device), smask.to(device)
+
+
+def _suffix_logprobs(lm: LoadedModel, pairs: Sequence[EncodedPair], pmask: torch.Tensor, cache: Any,
+                     steer: Steer | None, steer_from: SteerFrom, pad_id: int) -> tuple[list[torch.Tensor], list[bool]]:
+    """Score each row's suffix (last context token + continuation, right padded) on top of its prefix cache
+    (``pmask``: the cache's attention mask, one row per pair)."""
+    model, device = lm.model, lm.device
+    sids, smask = _suffix_batch(pairs, pad_id, device)
+    sw = sids.shape[1]
+    plen = pmask.sum(-1)  # real prefix tokens per row (base included)
     spos = plen[:, None] + torch.arange(sw, device=device)[None, :]
     positions = torch.where(smask.bool(), spos, torch.full_like(spos, -1))
-    full_mask = torch.cat([pmask[gidx], smask], dim=1)
+    full_mask = torch.cat([pmask, smask], dim=1)
     context_lens = torch.tensor([p.context_len for p in pairs], device=device)
 
     hooks = HookManager(model, lm.adapter)
@@ -333,15 +426,20 @@ def shared_context_logprobs(
     with torch.no_grad(), hooks:
         logits = model(input_ids=sids, attention_mask=full_mask, position_ids=spos, past_key_values=cache,
                        use_cache=True).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    targets = sids[:, 1:]
-    tok_lp = logp.gather(-1, targets[..., None]).squeeze(-1)
+    # log-softmax only where a continuation token is predicted (no work on padding)
+    need = smask[:, 1:].bool()
+    sel = logits[:, :-1][need].float()
+    logp = torch.log_softmax(sel, dim=-1)
+    targets = sids[:, 1:][need]
+    tok_lp = logp.gather(-1, targets[:, None]).squeeze(-1)
     greedy = logp.argmax(-1) == targets
     rows, flags = [], []
-    for r, p in enumerate(pairs):
+    k = 0
+    for p in pairs:
         n = p.cont_len
-        rows.append(tok_lp[r, :n].detach().cpu())
-        flags.append(bool(greedy[r, :n].all()))
+        rows.append(tok_lp[k:k + n].detach().cpu())
+        flags.append(bool(greedy[k:k + n].all()))
+        k += n
     return rows, flags
 
 
@@ -355,6 +453,7 @@ def loglikelihood(
     steer_from: SteerFrom = "last_prompt",
     add_special_tokens: bool = True,
     share_context: bool | None = None,
+    share_base: bool = True,
     batch_size: int = 8,
     progress: bool = False,
     label: str = "loglik",
@@ -368,7 +467,10 @@ def loglikelihood(
     times faster when options share a long prompt). ``None`` (default) shares when no
     ``interventions`` are given and the model's cache allows it (no sliding-window or recurrent
     layers); with ``interventions`` every pair runs as one full sequence, so an intervention
-    sees every position. ``batch_size`` counts sequences per forward pass.
+    sees every position. When sharing, the token prefix common to *all* contexts (e.g. an
+    instruction + few-shot primer) also runs only once per call (``share_base``; at least
+    :data:`MIN_BASE_PREFIX` tokens, never reaching a steered position), and each group runs only
+    its own remainder on top of a copy of that cache. ``batch_size`` counts sequences per forward pass.
     ``progress=True`` shows a rich bar counting pairs (items/s).
     """
     if batch_size < 1:
@@ -401,9 +503,19 @@ def loglikelihood(
             # batch_size is a batch of its own), so every prefix runs exactly once
             order = sorted((i for i, e in enumerate(enc) if e.context_len >= 2),
                            key=lambda i: (-enc[i].context_len, group[i], -len(enc[i].ids)))
-            for idx in _group_batches(order, group, batch_size):
+            base = None
+            if share_base and len(set(group[i] for i in order)) > 1:
+                # the prefix every row shares (instruction, few-shot primer) runs once for all batches;
+                # it stops at least one token before every group prefix ends
+                pre = [enc[i].ids[: enc[i].context_len - 1] for i in order]
+                blen = min(common_prefix_len(pre), min(len(p) for p in pre) - 1)
+                if blen >= MIN_BASE_PREFIX:
+                    base = base_prefix(lm, pre[0][:blen])
+            # prefixes run for up to 4 x batch_size rows at a time; their suffixes in passes of
+            # batch_size rows sorted by length
+            for idx in _group_batches(order, group, 4 * batch_size):
                 rows, greedy = shared_context_logprobs(lm, [enc[i] for i in idx], [group[i] for i in idx], st,
-                                                       steer_from, pad_id)
+                                                       steer_from, pad_id, base, row_batch=batch_size)
                 store(idx, rows, greedy)
                 bar.advance(len(idx))
         else:
@@ -425,3 +537,128 @@ def logsumexp(xs: Sequence[float]) -> float:
         return -math.inf
     return m + math.log(sum(math.exp(x - m) for x in xs))
 
+
+
+def last_token_hidden(
+    lm: LoadedModel,
+    items: Sequence[tuple[str, str]],
+    layers: Sequence[int],
+    *,
+    add_special_tokens: bool = True,
+    batch_size: int = 8,
+) -> dict[int, torch.Tensor]:
+    """The residual stream after each block in ``layers`` at the last token of ``prompt + answer``.
+
+    ``items`` are ``(prompt, answer)`` texts, tokenized as one string (as
+    :func:`steerlab.capture.capture` does). The prefix all items share (e.g. a few-shot primer) runs
+    once, each distinct prompt once more on top of it, and the answers in length-sorted passes
+    on top of their prompt's cache (the shared-context path of :func:`loglikelihood`), so this is
+    several times faster than a full forward pass per item when prompts are long and shared.
+    No hooks are installed (unsteered). Returns ``{layer: (len(items), hidden) float32 CPU}``.
+    """
+    layers = [int(x) for x in layers]
+    tok = lm.tokenizer
+    enc = []
+    for prompt, answer in items:
+        whole = tuple(int(t) for t in tok(prompt + answer, add_special_tokens=add_special_tokens)["input_ids"])
+        ctx = list(tok(prompt, add_special_tokens=add_special_tokens)["input_ids"]) if prompt else []
+        # the "context" is what the items may share: at most all but the last token
+        n_ctx = max(1, min(len(ctx), len(whole) - 1))
+        while n_ctx > 1 and whole[:n_ctx] != tuple(ctx[:n_ctx]):  # prompt/answer merged at the seam
+            n_ctx -= 1
+        enc.append(EncodedPair(whole, n_ctx, len(answer)))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    out = {layer: torch.zeros(len(enc), lm.adapter.hidden_size) for layer in layers}
+    keys: dict[tuple[int, ...], int] = {}
+    group = [keys.setdefault(e.ids[: e.context_len - 1], len(keys)) for e in enc]
+    shareable = [i for i, e in enumerate(enc) if e.context_len >= 2]
+    plain = [i for i, e in enumerate(enc) if e.context_len < 2]
+    order = sorted(shareable, key=lambda i: (-enc[i].context_len, group[i], -len(enc[i].ids)))
+    base = None
+    if len(set(group[i] for i in order)) > 1:
+        pre = [enc[i].ids[: enc[i].context_len - 1] for i in order]
+        blen = min(common_prefix_len(pre), min(len(p) for p in pre) - 1)
+        if blen >= MIN_BASE_PREFIX:
+            base = base_prefix(lm, pre[0][:blen])
+    for idx in _group_batches(order, group, 4 * batch_size):
+        cache, pmask, gidx = _prefix_cache(lm, [enc[i] for i in idx], [group[i] for i in idx], base, pad_id)
+        sub_order = sorted(range(len(idx)), key=lambda r: -len(enc[idx[r]].ids))
+        for s in range(0, len(idx), batch_size):
+            sub = sub_order[s:s + batch_size]
+            c = cache if s + batch_size >= len(idx) else _copy_cache(cache)
+            c.batch_select_indices(gidx[sub])
+            hs = _suffix_hidden(lm, [enc[idx[r]] for r in sub], pmask[gidx[sub]], c, layers, pad_id)
+            for layer in layers:
+                out[layer][[idx[r] for r in sub]] = hs[layer]
+    for b in _batches(sorted(plain, key=lambda i: -len(enc[i].ids)), batch_size):
+        e = [EncodedPair(enc[i].ids, 0, 0) for i in b]
+        width = max(len(x.ids) for x in e)
+        ids = torch.full((len(b), width), int(pad_id), dtype=torch.long)
+        mask = torch.zeros((len(b), width), dtype=torch.long)
+        for r, x in enumerate(e):
+            ids[r, width - len(x.ids):] = torch.tensor(x.ids)
+            mask[r, width - len(x.ids):] = 1
+        pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        hs = _hidden_forward(lm.model, input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                             position_ids=pos.to(lm.device), use_cache=False)
+        for layer in layers:
+            out[layer][b] = hs[layer + 1][:, -1].float().cpu()
+    return out
+
+
+def _prefix_cache(lm: LoadedModel, pairs: Sequence[EncodedPair], groups: Sequence[int], base: BasePrefix | None,
+                  pad_id: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """Run each distinct prefix ``ids[:context_len - 1]`` once (after ``base``); returns the cache (one row
+    per distinct prefix), its attention mask and the row -> prefix index."""
+    from transformers import DynamicCache
+
+    model, device = lm.model, lm.device
+    first: dict[int, int] = {}
+    for r, g in enumerate(groups):
+        first.setdefault(g, r)
+    uniq = list(first)
+    gidx = torch.tensor([uniq.index(g) for g in groups], device=device)
+    blen = 0 if base is None else base.length
+    prefixes = [pairs[first[g]].ids[blen: pairs[first[g]].context_len - 1] for g in uniq]
+    width = max(len(p) for p in prefixes)
+    pids = torch.full((len(uniq), width), int(pad_id), dtype=torch.long)
+    pmask = torch.zeros((len(uniq), width), dtype=torch.long)
+    for i, p in enumerate(prefixes):
+        pids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        pmask[i, width - len(p):] = 1
+    pids, pmask = pids.to(device), pmask.to(device)
+    ppos = blen + (pmask.cumsum(-1) - 1).masked_fill(pmask == 0, 1)
+    if base is not None:
+        pmask = torch.cat([torch.ones((len(uniq), blen), dtype=torch.long, device=device), pmask], dim=1)
+    cache = base.expand(len(uniq)) if base is not None else DynamicCache(config=model.config)
+    with torch.no_grad():
+        try:
+            model(input_ids=pids, attention_mask=pmask, position_ids=ppos, past_key_values=cache, use_cache=True,
+                  logits_to_keep=1)
+        except TypeError:  # a model without logits_to_keep
+            cache = base.expand(len(uniq)) if base is not None else DynamicCache(config=model.config)
+            model(input_ids=pids, attention_mask=pmask, position_ids=ppos, past_key_values=cache, use_cache=True)
+    return cache, pmask, gidx
+
+
+def _suffix_hidden(lm: LoadedModel, pairs: Sequence[EncodedPair], pmask: torch.Tensor, cache: Any,
+                   layers: Sequence[int], pad_id: int) -> dict[int, torch.Tensor]:
+    device = lm.device
+    sids, smask = _suffix_batch(pairs, pad_id, device)
+    sw = sids.shape[1]
+    spos = pmask.sum(-1)[:, None] + torch.arange(sw, device=device)[None, :]
+    hs = _hidden_forward(lm.model, input_ids=sids, attention_mask=torch.cat([pmask, smask], dim=1), position_ids=spos,
+                         past_key_values=cache, use_cache=True)
+    last = smask.sum(-1) - 1  # right padded: each row's last real suffix position
+    rows = torch.arange(len(pairs), device=device)
+    return {layer: hs[layer + 1][rows, last].float().cpu() for layer in layers}
+
+
+def _hidden_forward(model: Any, **kw: Any) -> tuple[torch.Tensor, ...]:
+    """``model(**kw, output_hidden_states=True).hidden_states`` (logits of the last position only when the
+    model accepts ``logits_to_keep``)."""
+    with torch.no_grad():
+        try:
+            return model(**kw, output_hidden_states=True, logits_to_keep=1).hidden_states
+        except TypeError:
+            return model(**kw, output_hidden_states=True).hidden_states

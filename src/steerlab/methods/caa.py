@@ -68,8 +68,11 @@ class CAA:
         if cfg.max_pairs is not None:
             pairs = pairs[: cfg.max_pairs]
         layer = self.layer(lm)
+        # pairs that share a prompt (TruthfulQA's few-shot primer) read their activations through the
+        # shared-prefix KV-cache path: the same vector, several times faster
+        share = all(p.prompt is not None for p in pairs) and layer < lm.adapter.n_layers - 1
         vec = fit_vector(lm, pairs, layer, method="mean_diff", site_kind="residual", positions="last",
-                         batch_size=cfg.batch_size)
+                         batch_size=cfg.batch_size, share_prefix=share)
         info = {"steered": True, "layer": layer, "n_pairs": len(pairs), "multiplier": cfg.multiplier,
                 "norm": round(float(next(iter(vec.norms().values()))), 6)}
         return FittedMethod(steer=vec, strength=float(cfg.multiplier), steer_from=cfg.steer_from,  # type: ignore[arg-type]
