@@ -27,6 +27,7 @@ a rerun of the same command resumes; ``--stage docs`` rewrites the tables in doc
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import json
 import math
 import os
@@ -360,7 +361,8 @@ def make_docs(out: Path, command: str) -> str:
               "The files were written by successive invocations of this command that differed only in "
               "`--gen-per-fold` (100: TruthfulQA MC, six tasks, 100 generations per fold and method; 200: the "
               "unsteered validation references, the speed table, generations 101-200; then 300 with `--stage gen`: "
-              "generations 201-300, all in one fixed seeded order of each fold's test questions); rerunning the "
+              "generations 201-300; then the command itself with `--stage gen`: the rest, all 817; all in one fixed "
+              "seeded order of each fold's test questions); rerunning the "
               "command recomputes nothing that exists. Docs only: the same command with `--stage docs`.", "",
               "Protocol: TruthfulQA MC-json (`truthfulqa_mc` v1, 817 questions), 2 folds split by question "
               "(`kfold_by_question(seed=0)`); inside each training half an 80/20 split by question "
@@ -459,12 +461,15 @@ def make_docs(out: Path, command: str) -> str:
     if any(v is not None for v in gen.values()):
         lines += ["### TruthfulQA generation (proxy judge)", ""]
         judge = next(v["judge"] for v in gen.values() if v is not None and v.get("judge"))
+        n_gen = {m: sum(len(gen[(f, m)]["records"]) for f in (0, 1) if gen[(f, m)]) for m in ("none", "caa", "iti")}
+        subset = ("All 817 questions (both folds' test halves), the same for every method." if min(n_gen.values()) >= 817
+                  else "**A subset**: the first `--gen-per-fold` questions of each fold's test half in one fixed "
+                       "seeded order (`random.Random(0).shuffle`), the same questions for every method; the full 817 "
+                       "were not run for lack of time.")
         lines += [f"Judge: `{judge}` (steerlab's offline default, **not** the fine-tuned TruthfulQA judges: "
                   "numbers are not comparable with published True/Info). Greedy, 50 new tokens, ITI instruction + "
                   "6-shot primer; each fold's questions steered with that fold's fitted vectors and chosen "
-                  "hyper-parameters. **A subset**: the first `--gen-per-fold` questions of each fold's test half in "
-                  "one fixed seeded order (`random.Random(0).shuffle`), the same questions for every method; the "
-                  "full 817 were not run for lack of time.", "",
+                  "hyper-parameters. " + subset, "",
                   "| method | True | Info | True*Info | n (fold 0 + fold 1) |", "|---|---|---|---|---|"]
         for m in ("none", "caa", "iti"):
             recs = [r for f in (0, 1) if gen[(f, m)] for r in gen[(f, m)]["records"]]
@@ -477,6 +482,10 @@ def make_docs(out: Path, command: str) -> str:
             ns = " + ".join(str(len(gen[(f, m)]["records"])) if gen[(f, m)] else "0" for f in (0, 1))
             lines.append(f"| {m} | {_pct(mt)} | {_pct(mi)} | {_pct(mt * mi)} | {ns} |")
         lines.append("")
+    _g1 = (read_json(out / "gen" / "fold1_iti.json") or {}).get("records", [])
+    _g0 = (read_json(out / "gen" / "fold0_iti.json") or {}).get("records", [])
+    _empty, _n1, _n0 = sum(1 for r in _g1 if not str(r["answer"]).strip()), len(_g1), len(_g0)
+    _top, _top_n = (Counter(str(r["answer"]).strip() for r in _g0).most_common(1) or [("", 0)])[0]
     lines += ["### Notes on these results", "",
               "- CAA chose the largest layer and multiplier of its grid in both folds (layer 18, x10), and ITI's "
               "fold-1 choice is at the top of its alpha range (alpha 15): the grids are small and larger values were not "
@@ -484,9 +493,9 @@ def make_docs(out: Path, command: str) -> str:
               "- CAA and ITI raise MC2 on the held-out halves (paired intervals above exclude 0); MC1 moves by "
               "1-2 points, within noise.",
               "- **ITI's generation numbers are an artefact, not a gain.** Steering every generated token at the "
-              "MC-chosen strength breaks generation on this model: with fold 1's setting (K=8, alpha=15) 292 of "
-              "300 answers are empty, and fold 0's (K=24, alpha=10) are mostly degenerate (\"The question is "
-              "asked of the question.\" 49 times). The proxy judge calls empty answers true and uninformative, "
+              f"MC-chosen strength breaks generation on this model: with fold 1's setting (K=8, alpha=15) {_empty} of "
+              f"{_n1} answers are empty, and fold 0's (K=24, alpha=10) are mostly degenerate (\"{_top}\" "
+              f"{_top_n} times of {_n0}). The proxy judge calls empty answers true and uninformative, "
               "hence high True and low Info. Hyper-parameters were chosen on MC only; a generation-specific "
               "choice (as ITI/FASB tune alpha for generation) was not made. **CAA's gain is suspect too**: at "
               "layer 18 x10 its answers are often fluent but off-topic or repetitive (\"The most likely answer is "
