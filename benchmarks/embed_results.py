@@ -45,7 +45,7 @@ import torch  # noqa: E402
 import steerlab  # noqa: E402
 from steerlab.embed import Encoder  # noqa: E402
 from steerlab.embed.io import ChunkStore, fingerprint  # noqa: E402
-from steerlab.embed.variants import encode_cp_variants  # noqa: E402
+from steerlab.embed.variants import encode_cp_variants, with_cp  # noqa: E402
 from steerlab.evals.sts import TASK_SHORT, load_tasks, score_tasks, unique_sentences  # noqa: E402
 from steerlab.data.sts import STS_TASKS  # noqa: E402
 
@@ -136,46 +136,40 @@ def _num(v: str) -> Any:
             return v
 
 
-def _store(enc: Encoder, sents: list[str], a: argparse.Namespace) -> tuple[ChunkStore, Path]:
+def _store(enc: Encoder, sents: list[str], a: argparse.Namespace) -> ChunkStore:
     """The chunk cache of one encoder on one sentence list (keyed by the encoder's settings and
     the sentences only, so any cell with the same encoder on the same sentences reuses it)."""
     meta = {"encoder": enc.describe()}
     folder = Path(a.cache) / enc.lm.name / fingerprint({"meta": meta, "n": len(sents), "s": sents[:3]})
-    return ChunkStore(folder, sents, enc.embedding_dim, meta, chunk_size=a.chunk), folder
+    return ChunkStore(folder, sents, enc.embedding_dim, meta, chunk_size=a.chunk)
 
 
 def cached_embeddings(enc: Encoder, sents: list[str], a: argparse.Namespace, tag: str) -> tuple[np.ndarray, float]:
     """Embeddings of ``sents`` (cached and resumable); returns them and the seconds spent now."""
-    embs, spent = cached_embeddings_multi([enc], [enc.describe()["cp"]], sents, a, tag)
+    embs, spent = cached_embeddings_multi([enc], sents, a, tag)
     return embs[0], spent
 
 
-def cached_embeddings_multi(encs: list[Encoder], cps: list[Any], sents: list[str], a: argparse.Namespace,
+def cached_embeddings_multi(encs: list[Encoder], sents: list[str], a: argparse.Namespace,
                             tag: str) -> tuple[list[np.ndarray], float]:
-    """Embeddings of several encoders that differ only in CP (``cps[i]`` is ``encs[i]``'s CP
-    setting): every chunk missing from any of their caches is computed for all of them at once
-    with :func:`steerlab.embed.variants.encode_cp_variants`. Resumable per chunk."""
-    stores = [_store(e, sents, a)[0] for e in encs]
-    todo = sorted(set().union(*[set(s.missing()) for s in stores]))
+    """Embeddings of several encoders that differ only in CP: every chunk missing from any of
+    their caches is computed for all of them at once with
+    :func:`steerlab.embed.variants.encode_cp_variants`. Resumable per chunk."""
+    stores = [_store(e, sents, a) for e in encs]
+    missing = [set(s.missing()) for s in stores]
+    todo = sorted(set().union(*missing))
     spent = 0.0
     if todo:
         log(f"{tag}: {len(todo)}/{stores[0].n_chunks} chunks to compute")
-    if todo:
-        kw = encs[0].describe()
-        plain = Encoder(encs[0].lm, prompt=encs[0].prompt.name if encs[0].prompt.name != "custom"
-                        else list(encs[0].prompt.templates), layer=encs[0].layer,
-                        tp=kw["tp"] and {k: kw["tp"][k] for k in ("start", "exit", "placeholder", "seed")},
-                        batch_size=a.batch_size, preprocess=encs[0].preprocess,
-                        max_sentence_tokens=encs[0].max_sentence_tokens)
-        cp_args = [None if c is None else {k: c[k] for k in ("variant", "layer", "alpha") if k in c} for c in cps]
+        plain = with_cp(encs[0], None)
     for i in todo:
         lo, hi = stores[0].bounds(i)
         t0 = time.perf_counter()
-        outs = encode_cp_variants(plain, sents[lo:hi], cp_args, batch_size=a.batch_size)
+        outs = encode_cp_variants(plain, sents[lo:hi], [e.cp for e in encs], batch_size=a.batch_size)
         dt = time.perf_counter() - t0
         spent += dt
-        for s, o in zip(stores, outs):
-            if i in s.missing():
+        for s, m, o in zip(stores, missing, outs):
+            if i in m:
                 s.write(i, o)
         log(f"{tag}: chunk {i + 1}/{stores[0].n_chunks} ({hi - lo} sentences x {len(encs)} settings, "
             f"{(hi - lo) / dt:.1f} sent/s)")
@@ -233,7 +227,7 @@ def run_cells(a: argparse.Namespace, split: str, items: list[tuple[str, dict[str
         todo.setdefault(_family(kw), []).append((name, kw, extra, enc))
     for group in todo.values():
         names = [g[0] for g in group]
-        embs, spent = cached_embeddings_multi([g[3] for g in group], [g[1].get("cp") for g in group], sents, a,
+        embs, spent = cached_embeddings_multi([g[3] for g in group], sents, a,
                                               f"{split}/{names[0]}" + (f" (+{len(names) - 1} sharing its pass)"
                                                                        if len(names) > 1 else ""))
         for (name, kw, extra, enc), emb in zip(group, embs):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -54,6 +54,13 @@ def _drop_prefix(ids: torch.Tensor, mask: torch.Tensor, n: int, pad_id: int | No
         new_ids[b, width - m:] = ids[b, ids.shape[1] - m:]
         new_mask[b, width - m:] = 1
     return new_ids, new_mask
+
+
+def check_strings(texts: Sequence[Any]) -> None:
+    """Raise a clear error naming the first item of ``texts`` that is not a string."""
+    bad = [i for i, s in enumerate(texts) if not isinstance(s, str)]
+    if bad:
+        raise ValueError(f"sentences must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
 
 
 def default_layer(prompt_name: str, n_layers: int) -> int:
@@ -236,9 +243,7 @@ class Encoder:
             raise ValueError(f"output_value '{output_value}' is not supported (only 'sentence_embedding')")
         single = isinstance(sentences, str)
         texts = [sentences] if single else list(sentences)
-        bad = [i for i, s in enumerate(texts) if not isinstance(s, str)]
-        if bad:
-            raise ValueError(f"sentences must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+        check_strings(texts)
         out = self._encode(texts, (self.layer,), batch_size, show_progress_bar)[self.layer]
         if normalize_embeddings:
             out = F.normalize(out, dim=-1)
@@ -271,27 +276,42 @@ class Encoder:
     def _encode(
         self, texts: list[str], ks: tuple[int, ...], batch_size: int | None, show_progress_bar: bool | None
     ) -> dict[int, torch.Tensor]:
+        outs = self.batched(texts, len(ks), lambda batch: [f for f in self.embed_batch(batch, ks).values()],
+                            batch_size, show_progress_bar)
+        return dict(zip(ks, outs))
+
+    def batched(
+        self,
+        texts: list[str],
+        n_out: int,
+        fn: Callable[[list[str]], Sequence[torch.Tensor]],
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        desc: str = "encode",
+    ) -> list[torch.Tensor]:
+        """Run ``fn`` over batches of the *prepared* ``texts`` (sorted by length so that similar lengths
+        share a batch) and put its ``n_out`` results per batch back in input order: ``n_out`` float32
+        tensors of shape ``(len(texts), dim)``."""
         bs = self.batch_size if batch_size is None else int(batch_size)
         if bs < 1:
             raise ValueError(f"batch_size must be >= 1, got {bs}")
-        dim = self.embedding_dim
-        out = {k: torch.empty(len(texts), dim, dtype=torch.float32) for k in ks}
+        out = [torch.empty(len(texts), self.embedding_dim, dtype=torch.float32) for _ in range(n_out)]
         if not texts:
             return out
         sents = [self._prepare(s) for s in texts]
-        order = sorted(range(len(sents)), key=lambda i: -len(sents[i]))  # similar lengths share a batch
+        order = sorted(range(len(sents)), key=lambda i: -len(sents[i]))
         bar = None
         if show_progress_bar:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(sents), desc="encode", unit="sent")
+            bar = tqdm(total=len(sents), desc=desc, unit="sent")
         try:
             for start in range(0, len(order), bs):
                 idx = order[start:start + bs]
-                feats = self.embed_batch([sents[i] for i in idx], ks)
+                feats = fn([sents[i] for i in idx])
                 index = torch.tensor(idx)
-                for k in ks:
-                    out[k][index] = feats[k].float().cpu()
+                for o, f in zip(out, feats):
+                    o[index] = f.float().cpu()
                 if bar is not None:
                     bar.update(len(idx))
         finally:

@@ -29,15 +29,16 @@ import torch
 from ..hooks import HookManager, StepState, StopForward
 from ..sites import Site, SiteKind
 from .cp import CPConfig, apply_cp
-from .encoder import Encoder
+from .encoder import Encoder, check_strings
 from .prompts import fill
 
-__all__ = ["encode_cp_variants", "joint_ok"]
+__all__ = ["encode_cp_variants", "joint_ok", "with_cp"]
 
 
-def _variant_encoder(enc: Encoder, cp: Any) -> Encoder:
-    """``enc``'s settings with ``cp`` (resolves CP defaults and validates like the Encoder does)."""
-    tp = None if enc.tp is None else enc.tp
+def with_cp(enc: Encoder, cp: Any) -> Encoder:
+    """An encoder with ``enc``'s settings (model, prompt, read-out, TP, batching) and CP ``cp``
+    (``None``: no CP); CP defaults are resolved and validated as by :class:`Encoder`."""
+    tp = enc.tp
     prompt: Any = list(enc.prompt.templates) if enc.prompt.name == "custom" else enc.prompt.name
     return Encoder(enc.lm, prompt=prompt, layer=enc.layer, cp=cp, tp=tp, batch_size=enc.batch_size,
                    preprocess=enc.preprocess, max_sentence_tokens=enc.max_sentence_tokens,
@@ -55,13 +56,19 @@ def _plain_cache(model: Any) -> bool:
     return all(type(layer) is DynamicLayer for layer in cache.layers) if cache.layers else True
 
 
+def _shareable(enc: Encoder) -> bool:
+    """Whether ``enc``'s main pass can serve other CP settings at all: raw residual read-out, plain cache."""
+    return enc.layer < enc.n_layers and _plain_cache(enc.model)
+
+
+def _tp_allows(enc: Encoder, cp: CPConfig) -> bool:
+    """Whether ``cp``'s edit leaves what TP's placeholder copies unchanged (``l >= exit - 1``)."""
+    return cp.layer is not None and (enc.tp is None or cp.layer >= enc.tp.exit - 1)  # type: ignore[operator]
+
+
 def joint_ok(enc: Encoder, cp: CPConfig) -> bool:
     """Whether ``cp`` can be computed from ``enc``'s cached main pass exactly (see module doc)."""
-    if enc.layer >= enc.n_layers or cp.layer is None:
-        return False
-    if enc.tp is not None and cp.layer < enc.tp.exit - 1:  # type: ignore[operator]
-        return False
-    return _plain_cache(enc.model)
+    return _tp_allows(enc, cp) and _shareable(enc)
 
 
 def _aux_values(venc: Encoder, sentences: list[str], layers: list[int]) -> dict[int, torch.Tensor]:
@@ -148,21 +155,16 @@ def encode_cp_variants(
     if enc.cp is not None:
         raise ValueError("encode_cp_variants: give an encoder without CP; the CP settings go in `cps`")
     texts = list(sentences)
-    bad = [i for i, s in enumerate(texts) if not isinstance(s, str)]
-    if bad:
-        raise ValueError(f"sentences must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
-    vencs = [_variant_encoder(enc, cp) if CPConfig.coerce(cp) is not None else None for cp in cps]
+    check_strings(texts)
+    vencs = [with_cp(enc, cp) if CPConfig.coerce(cp) is not None else None for cp in cps]
     configs: list[CPConfig | None] = [None if v is None else v.cp for v in vencs]
-    shareable = enc.layer < enc.n_layers and _plain_cache(enc.model)
-    joint = [shareable and (c is None or joint_ok(enc, c)) for c in configs]
-    n, dim = len(texts), enc.embedding_dim
-    results = [np.zeros((n, dim), dtype=np.float32) for _ in cps]
+    shareable = _shareable(enc)
+    joint = [shareable and (c is None or _tp_allows(enc, c)) for c in configs]
+    results: dict[int, np.ndarray] = {}
     for i, ok in enumerate(joint):  # settings that cannot share the pass get their own
         if not ok:
             results[i] = (vencs[i] or enc).encode(texts, batch_size=batch_size)
     idx_joint = [i for i, ok in enumerate(joint) if ok]
-    if not idx_joint or not texts:
-        return results
     # auxiliary prompts: one pass per distinct prompt, recording every layer it is needed at
     aux_layers: dict[str, list[int]] = {}
     aux_enc: dict[str, Encoder] = {}
@@ -171,32 +173,18 @@ def encode_cp_variants(
         if c is not None and v is not None:
             aux_layers.setdefault(str(c.aux_prompt), []).append(int(c.layer))  # type: ignore[arg-type]
             aux_enc.setdefault(str(c.aux_prompt), v)
-    bs = enc.batch_size if batch_size is None else int(batch_size)
-    if bs < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {bs}")
-    sents = [enc._prepare(s) for s in texts]
-    order = sorted(range(n), key=lambda i: -len(sents[i]))
-    bar = None
-    if show_progress_bar:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc=f"encode x{len(idx_joint)}", unit="sent")
-    try:
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            batch = [sents[i] for i in idx]
-            aux: dict[tuple[str, int], torch.Tensor] = {}
-            with torch.inference_mode():
-                for prompt, layers in aux_layers.items():
-                    for l, b in _aux_values(aux_enc[prompt], batch, layers).items():
-                        aux[(prompt, l)] = b
-            feats = _joint_batch(enc, batch, [configs[i] for i in idx_joint], aux)
-            rows = np.asarray(idx)
-            for j, i in enumerate(idx_joint):
-                results[i][rows] = feats[j].cpu().numpy()
-            if bar is not None:
-                bar.update(len(idx))
-    finally:
-        if bar is not None:
-            bar.close()
-    return results
+    def batch_fn(batch: list[str]) -> list[torch.Tensor]:
+        aux: dict[tuple[str, int], torch.Tensor] = {}
+        with torch.inference_mode():
+            for prompt, layers in aux_layers.items():
+                for l, b in _aux_values(aux_enc[prompt], batch, layers).items():
+                    aux[(prompt, l)] = b
+        return _joint_batch(enc, batch, [configs[i] for i in idx_joint], aux)
+
+    if idx_joint:
+        feats = enc.batched(texts, len(idx_joint), batch_fn, batch_size, show_progress_bar,
+                            desc=f"encode x{len(idx_joint)}")
+        for j, i in enumerate(idx_joint):
+            results[i] = feats[j].numpy()
+    return [results[i] for i in range(len(cps))]
