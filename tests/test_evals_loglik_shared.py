@@ -10,6 +10,7 @@ from steerlab import Steer, SteeringVector
 from steerlab.evals.loglik import (base_prefix, common_prefix_len, encode_pair, last_token_hidden, loglikelihood,
                                    shared_context_logprobs)
 from steerlab.fit import ContrastPair, fit_vector
+from steerlab.sites import Site, SiteKind, site_module
 from steerlab.testing import tiny_model
 
 PRIMER = "Q: What is one plus one?\nA: Two.\n\nQ: Where is Paris?\nA: In France.\n\n"
@@ -69,18 +70,49 @@ def test_base_prefix_is_not_consumed(tiny):
         shared_context_logprobs(tiny, enc, groups, pad_id=0, base=base_prefix(tiny, pre[0]))
 
 
+def _block_outputs_plain(lm, text: str) -> list[torch.Tensor]:
+    """Every block's output at the last token of ``text``: one unpadded forward with a plain torch
+    forward hook on each block (the reference; ``hidden_states[-1]`` is after the final norm)."""
+    outs: dict[int, torch.Tensor] = {}
+    handles = []
+    for layer in range(lm.adapter.n_layers):
+        module, pre = site_module(lm.adapter, lm.model, Site(SiteKind.RESIDUAL, layer))
+        assert not pre
+        handles.append(module.register_forward_hook(
+            lambda m, a, o, layer=layer: outs.__setitem__(layer, (o[0] if isinstance(o, tuple) else o)[0, -1].float())))
+    try:
+        with torch.no_grad():
+            lm.model(torch.tensor([lm.tokenizer(text)["input_ids"]]))
+    finally:
+        for h in handles:
+            h.remove()
+    return [outs[layer] for layer in range(lm.adapter.n_layers)]
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
 def test_last_token_hidden_matches_full_forward(family):
     lm = tiny_model(family)
     items = PAIRS + [("", "Just text."), ("Short", " x")]
-    layers = list(range(lm.adapter.n_layers - 1))
+    layers = list(range(lm.adapter.n_layers))  # every layer, the last included
     got = last_token_hidden(lm, items, layers, batch_size=3)
     for k, (p, a) in enumerate(items):
-        ids = torch.tensor([lm.tokenizer(p + a)["input_ids"]])
-        with torch.no_grad():
-            hs = lm.model(ids, output_hidden_states=True).hidden_states
+        ref = _block_outputs_plain(lm, p + a)
         for layer in layers:
-            assert torch.allclose(got[layer][k], hs[layer + 1][0, -1].float(), atol=1e-4)
+            assert torch.allclose(got[layer][k], ref[layer], atol=1e-4), (k, layer)
+    # the last block's output is not hidden_states[-1] (that one is after the final norm)
+    with torch.no_grad():
+        hs = lm.model(torch.tensor([lm.tokenizer(items[0][0] + items[0][1])["input_ids"]]),
+                      output_hidden_states=True).hidden_states
+    assert not torch.allclose(hs[-1][0, -1].float(), got[lm.adapter.n_layers - 1][0], atol=1e-2)
+
+
+def test_fit_vector_share_prefix_equals_capture_every_layer(tiny):
+    pairs = [ContrastPair(ANSWERS[i % 4], ANSWERS[(i + 1) % 4], PRIMER + q) for i, q in enumerate(QUESTIONS)]
+    layers = list(range(tiny.adapter.n_layers))
+    ref = fit_vector(tiny, pairs, layers)
+    fast = fit_vector(tiny, pairs, layers, share_prefix=True, batch_size=2)
+    for key in ref.vectors:
+        assert torch.allclose(fast.vectors[key], ref.vectors[key], atol=1e-4), key
 
 
 def test_fit_vector_share_prefix_equals_capture(tiny):
@@ -108,7 +140,9 @@ def test_fast_path_equals_plain_embedded(embedded):
         fast = loglikelihood(embedded, pairs, st, steer_from=sf, share_context=True, batch_size=4)
         assert [f.sum for f in fast] == pytest.approx([p.sum for p in plain], abs=2e-4)
     cps = [ContrastPair(" " + q.true[0], " " + q.false[0], qa_prompt(q.question)) for q in qs]
-    ref = fit_vector(embedded, cps, [5, 15])
-    fast_v = fit_vector(embedded, cps, [5, 15], share_prefix=True)
+    every = list(range(embedded.adapter.n_layers))  # the last layer (29) included
+    ref = fit_vector(embedded, cps, every)
+    fast_v = fit_vector(embedded, cps, every, share_prefix=True)
     for key in ref.vectors:
-        assert torch.allclose(fast_v.vectors[key], ref.vectors[key], atol=1e-3)
+        rel = (fast_v.vectors[key] - ref.vectors[key]).norm() / ref.vectors[key].norm()
+        assert rel < 1e-4, (key, float(rel))

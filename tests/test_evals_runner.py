@@ -137,21 +137,27 @@ def test_killed_subprocess_resumes(tiny, tmp_path):
 
 def test_truthfulqa_gen_with_stub_judge(tiny, tmp_path):
     from steerlab.evals.judges import JudgeResult
-    from steerlab.evals.runner import set_gen_judge
 
     class Stub:
-        name = "stub"
+        def __init__(self, name: str, truth: int) -> None:
+            self.name, self.truth = name, truth
 
         def judge_many(self, questions, answers, items=None):
-            return [JudgeResult(len(q) % 2 == 0, True) for q in questions]
+            return [JudgeResult(len(q) % 2 == self.truth, True) for q in questions]
 
-    set_gen_judge(Stub())
-    try:
-        base = run_task(tiny, "truthfulqa_gen", make_method("none"), tmp_path / "n", limit=2, folds=2)
-        caa = run_task(tiny, "truthfulqa_gen", make_method("caa", layer=1, multiplier=30.0), tmp_path / "c",
-                       limit=2, folds=2)
-    finally:
-        set_gen_judge(None)
+    stub = Stub("stub", 0)
+    base = run_task(tiny, "truthfulqa_gen", make_method("none"), tmp_path / "n", limit=2, folds=2, judge=stub)
+    caa = run_task(tiny, "truthfulqa_gen", make_method("caa", layer=1, multiplier=30.0), tmp_path / "c",
+                   limit=2, folds=2, judge=stub)
+    # the judge is part of the configuration: another judge in the same folder never resumes this run
+    other = run_task(tiny, "truthfulqa_gen", make_method("none"), tmp_path / "n", limit=2, folds=2,
+                     judge=Stub("stub-inverted", 1))
+    assert base["config_hash"] != other["config_hash"]
+    assert base["judge"] == "stub" and other["judge"] == "stub-inverted"
+    assert len(list((tmp_path / "n" / "checkpoint").glob("*.jsonl"))) == 2
+    assert [it["truthful"] for it in other["items"]] == [not it["truthful"] for it in base["items"]]
+    with pytest.raises(ValueError, match="task 'copa' is not scored by a judge: drop judge="):
+        run_task(tiny, "copa", make_method("none"), tmp_path / "x", limit=2, folds=1, judge=stub)
     for r in (base, caa):
         m = r["metrics"]
         assert m["n"] == 2 and m["info"] == 1.0 and m["true_info"] == pytest.approx(m["true"] * m["info"])

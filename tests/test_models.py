@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 import steerlab
 from steerlab import models
@@ -73,9 +74,15 @@ def test_cache_validity_checks(tmp_path: Path) -> None:
     assert not models._cache_valid(entry)  # no manifest: a partial build
     (entry / "model.safetensors").write_bytes(b"x" * 10)
     digest = models._sha256(entry / "model.safetensors")
-    manifest = {"format": 1, "files": {"model.safetensors": {"size": 10, "sha256": digest}}}
+    manifest = {"format": 1, "stamp": models.cache_stamp(), "files": {"model.safetensors": {"size": 10, "sha256": digest}}}
     (entry / models._MANIFEST).write_text(json.dumps(manifest))
     assert models._cache_valid(entry)
+    # written by another transformers major version (or another steerlab layout): not valid here
+    (entry / models._MANIFEST).write_text(json.dumps({**manifest, "stamp": "1-tf4"}))
+    assert not models._cache_valid(entry)
+    (entry / models._MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k != "stamp"}))
+    assert not models._cache_valid(entry)
+    (entry / models._MANIFEST).write_text(json.dumps(manifest))
     (entry / "model.safetensors").write_bytes(b"y" * 10)  # same size, corrupt content
     assert not models._cache_valid(entry)
     (entry / "model.safetensors").write_bytes(b"x" * 9)  # truncated
@@ -98,7 +105,7 @@ def test_corrupt_embedded_cache_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("STEERLAB_CACHE", str(tmp_path))
     entry = tmp_path / "gguf" / good.name
     shutil.copytree(good, entry)
-    assert good.name == models._sha256(gguf)[:24]
+    assert good.name == f"{models._sha256(gguf)[:24]}-1-tf{transformers.__version__.split('.')[0]}"
     with open(entry / "model.safetensors", "r+b") as f:
         f.truncate(1000)
     assert not models._cache_valid(entry)
@@ -106,3 +113,25 @@ def test_corrupt_embedded_cache_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
     assert models._cache_valid(entry)
     assert (entry / "model.safetensors").stat().st_size == (good / "model.safetensors").stat().st_size
     assert lm.adapter.n_layers == 30
+
+
+def test_cache_of_another_format_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
+    """An entry whose manifest carries another format stamp (e.g. written by transformers 4) is never
+    loaded as it is: it is rebuilt in this format, and the model loads with the GGUF's rope_theta."""
+    gguf = models.embedded_gguf_path()
+    good = models.gguf_cache_entry(gguf)
+    monkeypatch.setenv("STEERLAB_CACHE", str(tmp_path))
+    entry = tmp_path / "gguf" / good.name
+    shutil.copytree(good, entry)
+    # what an entry written in another format looks like: a config read back with the wrong rope_theta,
+    # a manifest that is complete and consistent except for its stamp
+    cfg = json.loads((entry / "config.json").read_text())
+    (entry / "config.json").write_text(json.dumps({**cfg, "rope_theta": 10000.0, "rope_parameters": None}))
+    meta = json.loads((entry / models._MANIFEST).read_text())
+    meta["files"]["config.json"]["size"] = (entry / "config.json").stat().st_size
+    (entry / models._MANIFEST).write_text(json.dumps({**meta, "stamp": "1-tf4"}))
+    assert models._cache_valid(entry, "1-tf4") and not models._cache_valid(entry)
+    lm = load_model("embedded")
+    assert json.loads((entry / models._MANIFEST).read_text())["stamp"] == models.cache_stamp()
+    rope = getattr(lm.model.config, "rope_parameters", None) or {}
+    assert rope.get("rope_theta", getattr(lm.model.config, "rope_theta", None)) == 100000.0

@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from .arch import ArchAdapter, ArchitectureError, get_adapter
 from .artifacts import VectorError, export_gguf, load_vector, save_vector
 from .capture import capture, capture_stats
+from .embed import Encoder
 from .fit import ContrastPair, fit_vector
 from .generate import GenerationOutput, generate
 from .hooks import HookManager, StepState, StopForward
@@ -18,6 +19,7 @@ __all__ = [
     "ArchAdapter",
     "ArchitectureError",
     "ContrastPair",
+    "Encoder",
     "GenerationOutput",
     "HookManager",
     "LoadedModel",

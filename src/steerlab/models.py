@@ -40,6 +40,16 @@ _MANIFEST = "steerlab-cache.json"
 _CACHE_FORMAT = 1
 
 
+def cache_stamp() -> str:
+    """What decides the format of a de-quantised GGUF cache entry: steerlab's own layout and the major
+    version of the transformers that wrote it (its ``config.json`` / tokenizer files are read back
+    differently by another major version: e.g. transformers 4 reads a 5.x config with the wrong
+    ``rope_theta``). Part of the entry's folder name and of its manifest."""
+    import transformers
+
+    return f"{_CACHE_FORMAT}-tf{transformers.__version__.split('.')[0]}"
+
+
 class ModelLoadError(RuntimeError):
     """A model could not be found or loaded."""
 
@@ -152,13 +162,15 @@ def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return table[dtype]
 
 
-def _cache_valid(entry: Path) -> bool:
+def _cache_valid(entry: Path, stamp: str | None = None) -> bool:
+    """Whether ``entry`` is a complete cache entry written in format ``stamp`` (default
+    :func:`cache_stamp`): manifest present, stamp equal, every file of its size, checkpoints intact."""
     manifest = entry / _MANIFEST
     if not manifest.is_file():
         return False
     try:
         meta = json.loads(manifest.read_text())
-        if meta.get("format") != _CACHE_FORMAT:
+        if meta.get("format") != _CACHE_FORMAT or meta.get("stamp") != (stamp or cache_stamp()):
             return False
         for name, info in meta["files"].items():
             f = entry / name
@@ -194,7 +206,8 @@ def _build_cache(gguf: Path, entry: Path) -> None:
                 if f.name.endswith(".safetensors"):
                     info["sha256"] = _sha256(f)
                 files[f.name] = info
-        (tmp / _MANIFEST).write_text(json.dumps({"format": _CACHE_FORMAT, "gguf": str(gguf), "files": files}, indent=1))
+        manifest = {"format": _CACHE_FORMAT, "stamp": cache_stamp(), "gguf": str(gguf), "files": files}
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
         if entry.exists():
             shutil.rmtree(entry)
         os.replace(tmp, entry)
@@ -206,12 +219,15 @@ def _build_cache(gguf: Path, entry: Path) -> None:
 def gguf_cache_entry(gguf: Path, rebuild: bool = False) -> Path:
     """The cached safetensors directory for ``gguf`` (built or rebuilt when needed).
 
-    Builds are serialised by a lock file, so concurrent processes never see a half-built entry.
+    The entry is keyed by the GGUF's SHA-256 and by :func:`cache_stamp` (the format the installed
+    transformers writes and reads), so another transformers major version never reads this one's files;
+    an entry whose manifest carries another stamp is rebuilt. Builds are serialised by a lock file, so
+    concurrent processes never see a half-built entry.
     """
     import fcntl
 
     digest = _sha256(gguf)
-    entry = cache_dir() / "gguf" / digest[:24]
+    entry = cache_dir() / "gguf" / f"{digest[:24]}-{cache_stamp()}"
     if not rebuild and _cache_valid(entry):
         return entry
     entry.parent.mkdir(parents=True, exist_ok=True)

@@ -37,10 +37,11 @@ from typing import Any, Iterator, Literal, Sequence
 
 import torch
 
-from ..hooks import HookManager, positions_from_mask
+from ..hooks import HookManager, StepState, StopForward, positions_from_mask
 from ..interventions.add import AddIntervention, Steer
 from ..interventions.base import Intervention
 from ..models import LoadedModel
+from ..sites import Site, SiteKind
 from ..vectors import SteeringVector
 
 __all__ = [
@@ -599,10 +600,11 @@ def last_token_hidden(
             ids[r, width - len(x.ids):] = torch.tensor(x.ids)
             mask[r, width - len(x.ids):] = 1
         pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-        hs = _hidden_forward(lm.model, input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                             position_ids=pos.to(lm.device), use_cache=False)
+        last = torch.full((len(b),), width - 1, dtype=torch.long)
+        hs = _block_outputs(lm, layers, last, input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                            position_ids=pos.to(lm.device), use_cache=False)
         for layer in layers:
-            out[layer][b] = hs[layer + 1][:, -1].float().cpu()
+            out[layer][b] = hs[layer]
     return out
 
 
@@ -647,18 +649,28 @@ def _suffix_hidden(lm: LoadedModel, pairs: Sequence[EncodedPair], pmask: torch.T
     sids, smask = _suffix_batch(pairs, pad_id, device)
     sw = sids.shape[1]
     spos = pmask.sum(-1)[:, None] + torch.arange(sw, device=device)[None, :]
-    hs = _hidden_forward(lm.model, input_ids=sids, attention_mask=torch.cat([pmask, smask], dim=1), position_ids=spos,
-                         past_key_values=cache, use_cache=True)
     last = smask.sum(-1) - 1  # right padded: each row's last real suffix position
-    rows = torch.arange(len(pairs), device=device)
-    return {layer: hs[layer + 1][rows, last].float().cpu() for layer in layers}
+    return _block_outputs(lm, layers, last, input_ids=sids, attention_mask=torch.cat([pmask, smask], dim=1),
+                          position_ids=spos, past_key_values=cache, use_cache=True)
 
 
-def _hidden_forward(model: Any, **kw: Any) -> tuple[torch.Tensor, ...]:
-    """``model(**kw, output_hidden_states=True).hidden_states`` (logits of the last position only when the
-    model accepts ``logits_to_keep``)."""
-    with torch.no_grad():
-        try:
-            return model(**kw, output_hidden_states=True, logits_to_keep=1).hidden_states
-        except TypeError:
-            return model(**kw, output_hidden_states=True).hidden_states
+def _block_outputs(lm: LoadedModel, layers: Sequence[int], at: torch.Tensor, **kw: Any) -> dict[int, torch.Tensor]:
+    """The residual stream after each block in ``layers`` (read by hooks on the block outputs, as
+    :func:`steerlab.capture.capture` does) at position ``at[b]`` of row ``b``: ``{layer: (batch, hidden)
+    float32 CPU}``. ``hidden_states`` is not used: its last entry is taken after the final norm. The pass
+    stops after the deepest requested block."""
+    rows = torch.arange(at.shape[0], device=lm.device)
+    at = at.to(lm.device)
+    deepest = max(layers)
+    out: dict[int, torch.Tensor] = {}
+
+    def read(x: torch.Tensor, site: Site, state: StepState) -> None:
+        out[site.layer] = x[rows, at].float().cpu()
+        if site.layer == deepest:
+            raise StopForward
+        return None
+
+    hooks = HookManager(lm.model, lm.adapter).add_many((Site(SiteKind.RESIDUAL, layer), read) for layer in set(layers))
+    with torch.no_grad(), hooks:
+        lm.model(**kw)
+    return out

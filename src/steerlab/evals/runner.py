@@ -11,7 +11,8 @@ line from a killed process is dropped. ``results.json`` is written atomically at
 contains no timings, so the same configuration gives the same file.
 
 Tasks: ``truthfulqa_mc`` (MC-json items, MC1/MC2/MC3), ``truthfulqa_gen`` (CSV items, greedy
-generation judged by :func:`~steerlab.evals.judges.default_judge` or :func:`set_gen_judge`;
+generation judged by ``run_task(..., judge=...)``, by default
+:func:`~steerlab.evals.judges.default_judge`; the judge's name is part of the run's configuration and hash;
 True / Info / True*Info), the six MC tasks (acc / acc_norm / acc_char) and the behaviour sets
 ``persona/<trait>``, ``caa/<behavior>``, ``ai_risk/<set>`` (p_matching / matching_rate).
 
@@ -33,10 +34,13 @@ from ..methods.base import FittedMethod, Method
 from ..models import LoadedModel
 
 __all__ = ["TaskSpec", "TASK_NAMES", "get_task", "task_names", "config_hash", "Checkpoint", "run_task",
-           "write_json_atomic", "RESULTS_FORMAT", "set_gen_judge"]
+           "write_json_atomic", "RESULTS_FORMAT", "Evaluate"]
 
 RESULTS_FORMAT = 1
 Rows = list[dict[str, Any]]
+#: ``evaluate(lm, items, fitted, batch_size, judge)`` -> one row per item (``judge`` is None unless the task
+#: uses one)
+Evaluate = Callable[[LoadedModel, Sequence[Any], FittedMethod, int, Any], Rows]
 
 
 @dataclass(frozen=True)
@@ -47,21 +51,23 @@ class TaskSpec:
     dataset: str
     split: str | None
     metrics: tuple[str, ...]
-    evaluate: Callable[[LoadedModel, Sequence[Any], FittedMethod, int], Rows]
+    evaluate: Evaluate
     group: Callable[[Any, int], str]
     #: rows -> metrics (default: the mean of each metric over rows)
     aggregate: Callable[[Sequence[dict[str, Any]]], dict[str, float | None]] | None = None
+    #: scored by a judge (``run_task``'s ``judge``, part of the configuration hash)
+    uses_judge: bool = False
 
 
-def _eval_truthfulqa(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int) -> Rows:
+def _eval_truthfulqa(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int, judge: Any) -> Rows:
     from .truthfulqa import evaluate_truthfulqa_mc
 
     res = evaluate_truthfulqa_mc(lm, items, **fm.eval_kwargs(), batch_size=batch_size)
     return [{"mc1": r.mc1, "mc2": r.mc2, "mc3": r.mc3} for r in res.per_question]
 
 
-def _eval_mc(task: str) -> Callable[[LoadedModel, Sequence[Any], FittedMethod, int], Rows]:
-    def run(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int) -> Rows:
+def _eval_mc(task: str) -> Evaluate:
+    def run(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int, judge: Any) -> Rows:
         from .multiple_choice import evaluate_prompts, to_prompts
 
         res = evaluate_prompts(lm, to_prompts(task, items), task=task, **fm.eval_kwargs(), batch_size=batch_size)
@@ -72,8 +78,8 @@ def _eval_mc(task: str) -> Callable[[LoadedModel, Sequence[Any], FittedMethod, i
     return run
 
 
-def _eval_behavior(name: str) -> Callable[[LoadedModel, Sequence[Any], FittedMethod, int], Rows]:
-    def run(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int) -> Rows:
+def _eval_behavior(name: str) -> Evaluate:
+    def run(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int, judge: Any) -> Rows:
         from .persona import evaluate_behavior
 
         res = evaluate_behavior(lm, items, name=name, **fm.eval_kwargs(), batch_size=batch_size)
@@ -82,33 +88,15 @@ def _eval_behavior(name: str) -> Callable[[LoadedModel, Sequence[Any], FittedMet
     return run
 
 
-def _eval_truthfulqa_gen(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int) -> Rows:
-    from . import judges
+def _eval_truthfulqa_gen(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int,
+                         judge: Any) -> Rows:
     from .truthfulqa_gen import evaluate_truthfulqa_gen
 
-    judge = _JUDGE.get("judge")
-    if judge is None:
-        judge = _JUDGE["judge"] = judges.default_judge()
     steer = fm.generate_steer()
     res = evaluate_truthfulqa_gen(lm, items, steer, judge, interventions=fm.interventions, batch_size=batch_size,
                                   progress=False)
     return [{"truthful": r.truthful, "informative": r.informative, "answer": r.answer, "judge": res.judge}
             for r in res.records]
-
-
-_JUDGE: dict[str, Any] = {}  # the judge of truthfulqa_gen, built once per process
-
-
-def set_gen_judge(judge: Any | None) -> None:
-    """Use ``judge`` for ``truthfulqa_gen`` in this process (``None``: back to ``judges.default_judge()``).
-
-    The judge's name is stored with every item; the config hash does not include it, so use a
-    separate ``out`` folder per judge.
-    """
-    if judge is None:
-        _JUDGE.pop("judge", None)
-    else:
-        _JUDGE["judge"] = judge
 
 
 def _aggregate_gen(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
@@ -147,7 +135,7 @@ def get_task(name: str) -> TaskSpec:
         return TaskSpec(name, "truthfulqa_mc", None, ("mc1", "mc2", "mc3"), _eval_truthfulqa, _question)
     if name == "truthfulqa_gen":
         return TaskSpec(name, "truthfulqa", None, ("true", "info", "true_info"), _eval_truthfulqa_gen, _question,
-                        _aggregate_gen)
+                        _aggregate_gen, uses_judge=True)
     if name in _MC_TASKS:
         return TaskSpec(name, name, None, ("acc", "acc_norm", "acc_char"), _eval_mc(name), _index)
     if name.startswith(_BEHAVIOR_PREFIXES):
@@ -269,18 +257,27 @@ def run_task(
     command: str | None = None,
     progress: bool = False,
     on_chunk: Callable[[int, list[int]], None] | None = None,
+    judge: Any = None,
 ) -> dict[str, Any]:
     """Evaluate ``method`` on ``task`` with ``folds``-fold cross-validation; returns (and writes) results.
 
     ``folds=1`` (only for methods that fit nothing, e.g. ``none``) scores every item once.
     ``on_chunk(fold, indices)`` is called after each chunk is checkpointed (tests use it to
-    count scored items and to interrupt a run).
+    count scored items and to interrupt a run). ``judge`` scores tasks that need one (``truthfulqa_gen``;
+    default :func:`~steerlab.evals.judges.default_judge`); its ``name`` is part of the configuration and so
+    of the checkpoint's hash: runs with different judges never resume each other. Other tasks refuse one.
     """
     from ..data.registry import load_dataset
     from .loglik import ProgressBar
     from .truthfulqa import kfold_by_question
 
     spec = get_task(task)
+    if judge is not None and not spec.uses_judge:
+        raise ValueError(f"task '{task}' is not scored by a judge: drop judge=")
+    if spec.uses_judge and judge is None:
+        from .judges import default_judge
+
+        judge = default_judge()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     if not isinstance(folds, int) or folds < 1:
@@ -305,6 +302,11 @@ def run_task(
         "method": method.name, "method_config": method.config_dict(),
         "model": model_id or f"{lm.name}|{lm.source}", "batch_size": batch_size, "chunk_size": chunk_size,
     }
+    if spec.uses_judge:
+        name = getattr(judge, "name", "")
+        if not isinstance(name, str) or not name:
+            raise ValueError("the judge needs a non-empty `name` (it is part of the run's configuration)")
+        config["judge"] = name
     h = config_hash(config)
     out_dir = Path(out)
     ckpt = Checkpoint(out_dir / "checkpoint" / f"{h}.jsonl", config)
@@ -320,7 +322,7 @@ def run_task(
                     chunk = [i for i in test[c:c + chunk_size] if i not in ckpt.items]
                     if not chunk:
                         continue
-                    rows = spec.evaluate(lm, [items[i] for i in chunk], fitted, batch_size)
+                    rows = spec.evaluate(lm, [items[i] for i in chunk], fitted, batch_size, judge)
                     if len(rows) != len(chunk):
                         raise RuntimeError(f"evaluator returned {len(rows)} rows for {len(chunk)} items")
                     for i, row in zip(chunk, rows):
@@ -345,6 +347,7 @@ def run_task(
         "method": method.name,
         "method_config": method.config_dict(),
         "model": config["model"],
+        **({"judge": config["judge"]} if spec.uses_judge else {}),
         "limit": limit,
         "folds": folds,
         "seed": seed,
