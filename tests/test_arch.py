@@ -101,7 +101,7 @@ def test_unknown_family_clear_error() -> None:
 
 
 def test_table_is_read_only() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="'mappingproxy' object does not support item assignment"):
         ARCH_TABLE["x"] = ARCH_TABLE["llama"]  # type: ignore[index]
 
 

@@ -198,3 +198,26 @@ def test_export_gguf_refuses_other_sites(tiny, tmp_path) -> None:
     with pytest.raises(VectorError, match="cannot steer layer 0"):
         export_gguf(_vec(tiny, layers=(0, 1)), tmp_path / "z.gguf")
     assert not list(tmp_path.iterdir())
+
+
+def test_arithmetic_across_models_raises(tiny) -> None:
+    """Vectors of two different models never combine: another family, another width, or another model of
+    the very same shape; vectors of one model add site by site."""
+    a, b = _vec(tiny, seed=0), _vec(tiny, seed=1)
+    both = a + b
+    torch.testing.assert_close(both.vectors["residual.1"], a.vectors["residual.1"] + b.vectors["residual.1"])
+    torch.testing.assert_close((a - b).vectors["residual.2"], a.vectors["residual.2"] - b.vectors["residual.2"])
+    gpt2 = tiny_model("gpt2")
+    with pytest.raises(ValueError, match=r"^cannot combine vectors of different models: model_name differs "):
+        a + _vec(gpt2)
+    with pytest.raises(ValueError, match=r"^cannot combine vectors of different models: architecture differs "
+                                         r"\(llama vs gpt2\)$"):
+        a - _vec(gpt2, model_name=tiny.name)
+    twin = _vec(tiny, seed=1, model_name="another-llama-of-this-shape")
+    with pytest.raises(ValueError, match=r"^cannot combine vectors of different models: model_name differs "
+                                         rf"\({tiny.name} vs another-llama-of-this-shape\)$"):
+        a + twin
+    wide = replace(_vec(tiny, seed=1), meta=replace(a.meta, hidden_size=a.meta.hidden_size * 2))
+    with pytest.raises(ValueError, match=r"^cannot combine vectors of different models: hidden_size differs "
+                                         r"\(64 vs 128\)$"):
+        a + wide

@@ -151,8 +151,13 @@ def test_position_specs_and_errors(tiny) -> None:
 
 
 def test_progress_bar(tiny, capsys) -> None:
-    cap = capture(tiny, TEXTS, ["residual.0"], progress=True, batch_size=2)
-    assert cap["residual.0"].shape == (5, 64)
+    """The bar counts items (not batches) up to the total, under its label; nothing without progress=True."""
+    capture(tiny, TEXTS, ["residual.0"], batch_size=2)
+    assert capsys.readouterr().out == ""
+    capture(tiny, TEXTS, ["residual.0"], progress=True, batch_size=2)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("capture ")
+    assert f" {len(TEXTS)}/{len(TEXTS)} " in lines[0] and "items/s" in lines[0]
 
 
 def test_results_are_plain_tensors(tiny) -> None:

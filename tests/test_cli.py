@@ -82,9 +82,55 @@ def test_fit_generate_export_roundtrip(model_dirs, pairs_file, tmp_path) -> None
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in res.stdout.strip().splitlines()]
     assert [x["prompt"] for x in lines] == ["hello", "abc"] and {"unsteered", "steered"} <= set(lines[0])
+    # the CLI's texts are exactly the library's, with and without the saved vector, and steering changed them
+    import steerlab as sl
+
+    lm = sl.load_model(model_dirs["llama"])
+    v = sl.load_vector(vec, lm)
+    assert sorted(v.vectors) == ["residual.1", "residual.2"]
+    chat = lm.has_chat_template
+    plain = sl.generate(lm, ["hello", "abc"], max_new_tokens=5, chat=chat)
+    steered = sl.generate(lm, ["hello", "abc"], steer=v, strength=4.0, where="generated", max_new_tokens=5, chat=chat)
+    assert [x["unsteered"] for x in lines] == [t.strip() for t in plain.texts]
+    assert [x["steered"] for x in lines] == [t.strip() for t in steered.texts]
+    # the random tiny model decodes to invalid bytes, so compare tokens here (readable text: the test below)
+    assert all(a != b for a, b in zip(plain.tokens, steered.tokens))
     out = tmp_path / "v.gguf"
     res = run("export-gguf", vec, out)
     assert res.exit_code == 0 and out.exists(), res.output
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(out))
+    directions = {t.name: np.asarray(t.data, dtype=np.float32).reshape(-1) for t in reader.tensors}
+    assert sorted(directions) == ["direction.1", "direction.2"]
+    for layer in (1, 2):
+        np.testing.assert_array_equal(directions[f"direction.{layer}"], v.vectors[f"residual.{layer}"].numpy())
+
+
+@pytest.mark.slow
+def test_fit_and_compare_on_embedded_model(embedded, tmp_path) -> None:
+    """On the embedded model the CLI's steered text differs from its unsteered text, and both are the
+    library's greedy output for the same vector and strength."""
+    import steerlab as sl
+
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"positive": f"I am so happy and grateful today{p}", "negative": f"I am so sad and miserable today{p}"}
+            for p in (".", "!", ", truly.", " again.", "; life is good.", "; nothing works.")]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    vec = tmp_path / "joy.safetensors"
+    res = run("fit", pairs, "--layers", "12", "--out", vec)
+    assert res.exit_code == 0, res.output
+    res = run("generate", "Tell me about your week.", "--vector", vec, "--strength", "8", "--compare", "-n", "12",
+              "--json")
+    assert res.exit_code == 0, res.output
+    (line,) = [json.loads(x) for x in res.stdout.strip().splitlines()]
+    v = sl.load_vector(vec, embedded)
+    plain = sl.generate(embedded, ["Tell me about your week."], max_new_tokens=12, chat=True).texts[0].strip()
+    steered = sl.generate(embedded, ["Tell me about your week."], steer=v, strength=8.0, where="generated",
+                          max_new_tokens=12, chat=True).texts[0].strip()
+    assert (line["unsteered"], line["steered"]) == (plain, steered)
+    assert steered != plain and len(steered) > 0
 
 
 def test_unknown_model(tmp_path) -> None:

@@ -140,6 +140,10 @@ def test_bad_arguments(tiny):
     assert logsumexp([-math.inf]) == -math.inf
 
 
-def test_progress_bar_runs(tiny):
-    out = loglikelihood(tiny, PAIRS[:2], progress=True, label="test")
-    assert len(out) == 2
+def test_progress_bar_counts_items(tiny, capsys):
+    quiet = loglikelihood(tiny, PAIRS[:3])
+    assert capsys.readouterr().out == ""
+    out = loglikelihood(tiny, PAIRS[:3], progress=True, label="scoring")
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("scoring ") and " 3/3 " in lines[0]
+    assert [o.sum for o in out] == [q.sum for q in quiet]  # the bar changes nothing it reports on

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from steerlab import SteeringVector
 from steerlab.data.records import ABItem, OpenEndedItem, PersonaStatement
 from steerlab.evals.loglik import loglikelihood
 from steerlab.evals.persona import behavior_prompt, evaluate_behavior, evaluate_behavior_dataset
@@ -25,7 +24,7 @@ def test_prompt_styles(tiny):
     assert behavior_prompt(tiny, AB, "auto")[0] == ctx  # the tiny model has a chat template
     ctx_sys = behavior_prompt(tiny, AB, "chat", system="Be brief.")[0]
     assert ctx_sys == tiny.format_prompt(AB.question, chat=True, system="Be brief.")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^style must be 'auto', 'chat' or 'plain', got 'json'$"):
         behavior_prompt(tiny, AB, "json")  # type: ignore[arg-type]
 
 
@@ -38,7 +37,7 @@ def test_probability_is_normalised_over_the_two_answers(tiny):
     assert res.p_matching == pytest.approx(sum(res.probs) / 2)
     assert res.matching_rate == sum(p > 0.5 for p in res.probs) / 2
     assert res.to_dict(per_item=True)["probs"] == res.probs
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="^expected PersonaStatement or ABItem, got OpenEndedItem$"):
         evaluate_behavior(tiny, [OpenEndedItem("x", "q")])  # type: ignore[list-item]
 
 
@@ -47,13 +46,27 @@ def test_ai_risk_items_on_real_data(tiny, data_dir):
     assert res.n == 3 and res.config["style"] == "plain" and len(res.probs) == 3
 
 
-def test_steering_moves_the_probability(tiny):
-    g = torch.Generator().manual_seed(0)
-    v = SteeringVector({"residual.2": torch.randn(tiny.adapter.hidden_size, generator=g) * 8})
-    base = evaluate_behavior(tiny, [STATEMENT, AB])
-    up = evaluate_behavior(tiny, [STATEMENT, AB], v, strength=2.0)
+@pytest.mark.slow
+def test_steering_toward_the_behaviour_raises_the_probability(embedded, data_dir):
+    """A mean-difference vector fitted from (prompt + matching) minus (prompt + non-matching) answers on
+    training items raises p(matching) on held-out items when added, and lowers it relative to that
+    when subtracted (caa/refusal, 24 training and 12 held-out items, layer 12 of 30, strength +-8)."""
+    from steerlab.data.registry import load_dataset
+    from steerlab.fit import ContrastPair, fit_vector
+
+    items = load_dataset("caa/refusal", "train", root=data_dir, limit=36, seed=0)
+    train, test = items[:24], items[24:]
+    pairs = []
+    for it in train:
+        ctx, m, n = behavior_prompt(embedded, it, "auto")
+        pairs.append(ContrastPair(m, n, ctx))
+    v = fit_vector(embedded, pairs, [12], positions="last")
+    base = evaluate_behavior(embedded, test)
+    up = evaluate_behavior(embedded, test, v, strength=8.0)
+    down = evaluate_behavior(embedded, test, v, strength=-8.0)
     assert up.config["steered"] and not base.config["steered"]
-    assert any(abs(a - b) > 1e-4 for a, b in zip(up.probs, base.probs))
+    assert up.p_matching > base.p_matching + 0.05
+    assert down.p_matching < up.p_matching - 0.05
 
 
 @pytest.mark.slow

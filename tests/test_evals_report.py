@@ -36,7 +36,7 @@ def test_several_methods_in_one_table():
     md = markdown_report([base, RES])
     rows = [line for line in md.split("Per fold")[0].splitlines() if line.startswith("| none |") or line.startswith("| caa (")]
     assert len(rows) == 2 and rows[0].startswith("| none | 6 |")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^no results to report$"):
         markdown_report([])
 
 

@@ -83,7 +83,7 @@ def test_contrast_pairs_cycle_and_whole_texts(tiny):
     assert whole == [ContrastPair("Ann took it home", "Bo took it home")]
     recs = probe_records(qs[:1])
     assert [r[2] for r in recs] == [1, 1, 0, 0] and all(r[3] == "Is the sky blue?" for r in recs)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no contrast pairs"):
         contrast_pairs([])
 
 
@@ -103,21 +103,39 @@ def test_caa_is_mean_difference_at_layer(tiny):
     assert make_method("caa", layer=-1).layer(tiny) == tiny.adapter.n_layers - 1
 
 
-def test_caa_steering_changes_scores(tiny):
-    prompts = to_prompts("copa", COPA)
-    base = evaluate_prompts(tiny, prompts, **make_method("none").fit(tiny, [], []).eval_kwargs())
-    fm = make_method("caa", layer=1, multiplier=200.0).fit(tiny, COPA, [])
-    steered = evaluate_prompts(tiny, prompts, **fm.eval_kwargs())
-    assert steered.config["steered"]
-    assert [p["loglik"] for p in steered.predictions] != [p["loglik"] for p in base.predictions]
+@pytest.mark.slow
+def test_caa_method_steers_toward_the_behaviour(embedded, data_dir):
+    """The harness path (make_method -> fit -> eval_kwargs) steers toward the behaviour it was fitted on:
+    caa/refusal, layer 12, multiplier +8 raises p(matching) on held-out items, -8 gives less than +8
+    (measured: none 0.511, +8 0.587, -8 0.516)."""
+    from steerlab.data.registry import load_dataset
+    from steerlab.evals.persona import evaluate_behavior
+
+    items = load_dataset("caa/refusal", "train", root=data_dir, limit=36, seed=0)
+    train, test = items[:24], items[24:]
+    base = evaluate_behavior(embedded, test, **make_method("none").fit(embedded, [], []).eval_kwargs())
+    up_fm = make_method("caa", layer=12, multiplier=8.0).fit(embedded, train, [])
+    up = evaluate_behavior(embedded, test, **up_fm.eval_kwargs())
+    down = evaluate_behavior(embedded, test, **make_method("caa", layer=12, multiplier=-8.0).fit(embedded, train,
+                                                                                                 []).eval_kwargs())
+    assert up_fm.info["n_pairs"] == 24 and up.config["steered"]
+    assert up.p_matching > base.p_matching + 0.05
+    assert down.p_matching < up.p_matching - 0.05
 
 
-def test_iti_wrapper_heads_vector(tiny):
+def test_iti_wrapper_equals_fit_iti(tiny):
+    """The harness's ITI is fit_iti on the items' short-prompt probe records: same heads, same vector."""
+    from steerlab.interventions.iti import ITIConfig, fit_iti
+
     m = make_method("iti", k=3, alpha=5.0)
     assert isinstance(m, ITI)
     fm = m.fit(tiny, TQA, TQA[:0])
     assert fm.steer_from == "answer" and fm.strength == 1.0
+    ref = fit_iti(tiny, probe_records(labelled_questions(tiny, TQA, style="short")), ITIConfig(k=3, alpha=5.0))
+    assert fm.info["heads"] == [list(map(int, h)) for h in ref.heads] and len(fm.info["heads"]) == 3
+    assert fm.steer.vectors.keys() == ref.vector.vectors.keys()
+    for key, vec in ref.vector.vectors.items():
+        torch.testing.assert_close(fm.steer.vectors[key], vec)
     assert all(s.kind.value == "heads" for s in fm.steer.sites)
-    assert len(fm.info["heads"]) == 3
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="k must be"):
         make_method("iti", k=0)

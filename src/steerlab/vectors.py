@@ -51,8 +51,9 @@ class VectorMeta:
         return cls(**kw)
 
     def compatible(self, other: "VectorMeta") -> str | None:
-        """None when both describe the same model, else a reason."""
-        for name in ("architecture", "hidden_size", "n_layers"):
+        """None when both describe the same model, else a reason (fields unset on either side are not
+        compared; two models of one shape but different names are different models)."""
+        for name in ("model_name", "architecture", "hidden_size", "n_layers"):
             a, b = getattr(self, name), getattr(other, name)
             if a and b and a != b:
                 return f"{name} differs ({a} vs {b})"
