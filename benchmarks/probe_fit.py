@@ -36,6 +36,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Per-head probe fitting"
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timing repeats of the batched fit (median reported)")
     ap.add_argument("--k", type=int, default=48, help="top-K heads compared")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--cache", type=Path, default=None, help="reuse/save captured activations here (.pt)")
+    ap.add_argument("--cache", type=Path, default=None, help="reuse/save captured activations here (.safetensors)")
     ap.add_argument("--no-scale", action="store_true", help="skip the synthetic full-size scale check")
     ap.add_argument("--scale-sklearn-heads", type=int, default=27)
     ap.add_argument("--exact-heads", type=int, default=27, help="heads checked against a tightly converged sklearn")
@@ -253,15 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     a = lm.adapter
     capture_s = None
     if args.cache is not None and args.cache.is_file():
-        cached = torch.load(args.cache)
-        x, capture_s = (cached["x"], cached.get("capture_s")) if isinstance(cached, dict) else (cached, None)
+        with safe_open(str(args.cache), framework="pt") as f:
+            x = f.get_tensor("x")
+            capture_s = float(f.metadata()["capture_s"]) if f.metadata().get("capture_s") else None
         print(f"loaded activations {tuple(x.shape)} from {args.cache}", flush=True)
     else:
         print(f"capturing {len(records)} pairs from {n_q} questions ...", flush=True)
         x, capture_s, _ = _timed(lambda: capture_heads(lm, [(r[0], r[1]) for r in records], args.batch_size))
         if args.cache is not None:
             args.cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"x": x, "capture_s": capture_s}, args.cache)
+            save_file({"x": x.contiguous()}, str(args.cache), metadata={"capture_s": str(capture_s)})
     assert tuple(x.shape) == (len(records), a.n_layers, a.n_heads, a.head_dim)
     yt = torch.from_numpy(y)
     heads = [(layer, head) for layer in range(a.n_layers) for head in range(a.n_heads)]
