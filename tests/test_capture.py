@@ -179,10 +179,14 @@ def test_batched_equals_one_by_one_embedded(embedded, positions) -> None:
     sites = ["residual.2", "residual.8", "heads.3", "mlp_out.4", "attn_out.5", "heads.12"]
     batched = capture(embedded, items, sites, positions=positions, batch_size=4)
     single = capture(embedded, items, sites, positions=positions, batch_size=1)
-    _assert_same(batched, single, atol=1e-5)
-    for key in ("heads.3", "mlp_out.4", "attn_out.5", "heads.12"):  # no massive activations here
-        scale = float(single[key].abs().max())  # float32 sums in another order: ~1e-6 relative (1 thread: mlp 1.1e-5 at 8.2)
-        assert float((batched[key] - single[key]).abs().max()) < 1e-5 + 2e-6 * scale
+    assert batched.keys == single.keys and torch.equal(batched.item_index, single.item_index)
+    assert torch.equal(batched.token_index, single.token_index)
+    for key in sites:
+        # float32 sums in another order (padding changes the matmul shapes): a few ulps of each row's scale.
+        # Absolute differences reach 3.4e-5 in residual.8 (whose massive-activation channel is ~100), so
+        # compare per row, relative to the row's norm (measured <= 3e-7)
+        rel = (batched[key] - single[key]).norm(dim=1) / single[key].norm(dim=1)
+        assert float(rel.max()) < 1e-5, (key, float(rel.max()))
     assert batched["heads.3"].shape[1] == 576 and batched.n_items == len(items)
 
 

@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import torch
 
+from .checks import check_output_path
 from .models import LoadedModel
 from .sites import Site, SiteKind, site_width
 from .vectors import SteeringVector, VectorMeta
@@ -41,6 +42,7 @@ __all__ = [
     "VectorError",
     "FORMAT",
     "check_vector",
+    "check_vector_output",
     "validate_vector",
     "save_vector",
     "load_vector",
@@ -201,6 +203,12 @@ def _vector_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def check_vector_output(path: str | os.PathLike[str]) -> Path:
+    """The ``.safetensors`` path :func:`save_vector` writes for ``path``, refused when its folder is not
+    writable (call it before fitting, so a bad ``--out`` fails before the work)."""
+    return check_output_path(_vector_path(path))
+
+
 def _sidecar(vec: SteeringVector) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -225,7 +233,7 @@ def save_vector(vec: SteeringVector, path: str | os.PathLike[str]) -> Path:
 
     if not isinstance(vec, SteeringVector):
         raise TypeError(f"save_vector takes a SteeringVector, got {type(vec).__name__}")
-    target = _vector_path(path)
+    target = check_vector_output(path)
     _check_values(vec)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in vec.vectors.items()}
     meta = {_META_KEY: json.dumps(vec.meta.to_json(), sort_keys=True), "format": FORMAT}
@@ -302,7 +310,7 @@ def export_gguf(vec: SteeringVector, path: str | os.PathLike[str], model_hint: s
     import gguf
     import numpy as np
 
-    target = Path(path).expanduser()
+    target = check_output_path(path)
     bad = [s.key for s in vec.sites if s.kind is not SiteKind.RESIDUAL]
     if bad:
         raise VectorError(

@@ -7,15 +7,18 @@ stderr and exit code 1, never a traceback. ``STEERLAB_DEBUG=1`` shows tracebacks
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -24,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,6 +67,19 @@ def _errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Inside the block, each distinct Python warning is printed once as a ``warning:`` line on stderr."""
+    def show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+        _err_console().print(f"[bold yellow]warning:[/] {escape(' '.join(str(message).split()))}", markup=True,
+                             soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
 def _load(model: str, dtype: str | None = None, device: str | None = None) -> Any:
     from transformers.utils import logging as hf_logging
 
@@ -79,23 +96,28 @@ def _parse_layers(text: str, n_layers: int) -> list[int]:
     """``"10"``, ``"8,10,12"``, ``"8-12"`` or ``"all"`` -> layer list (negative = from the end)."""
     if text.strip() == "all":
         return list(range(n_layers))
-    layers: list[int] = []
+
+    def resolve(layer: int) -> int:
+        resolved = layer + n_layers if layer < 0 else layer
+        if not 0 <= resolved < n_layers:
+            raise ValueError(f"layer {layer} out of range: this model has layers 0..{n_layers - 1}")
+        return resolved
+
+    out: list[int] = []
     for part in text.split(","):
         part = part.strip()
         try:
             if "-" in part[1:]:
                 a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
-                layers.extend(range(int(a), int(b) + 1))
+                first, last = int(a), int(b)
             else:
-                layers.append(int(part))
+                first = last = int(part)
         except ValueError:
             raise ValueError(f"bad layer list '{text}': use e.g. 10, 8,10,12, 8-12 or all") from None
-    out = []
-    for layer in layers:
-        resolved = layer + n_layers if layer < 0 else layer
-        if not 0 <= resolved < n_layers:
-            raise ValueError(f"layer {layer} out of range: this model has layers 0..{n_layers - 1}")
-        out.append(resolved)
+        lo, hi = resolve(first), resolve(last)
+        if hi < lo:
+            raise ValueError(f"bad layer range '{part}': it runs backwards; write the lower layer first, e.g. {last}-{first}")
+        out.extend(range(lo, hi + 1))
     return sorted(set(out))
 
 
@@ -149,10 +171,13 @@ def fit(
     streaming: bool = typer.Option(False, help="Keep running statistics only (flat memory)."),
 ) -> None:
     """Fit a steering vector from contrastive pairs and save it as safetensors + JSON."""
-    from .artifacts import save_vector
-    from .fit import fit_vector
+    from .artifacts import check_vector_output, save_vector
+    from .fit import check_fit_options, fit_vector
     from .io import read_pairs
 
+    # everything that needs no model is checked before it loads, and the output before the fit
+    check_vector_output(out)
+    check_fit_options(method, site, positions)
     pairs = read_pairs(pairs_file)
     lm = _load(model)
     layer_list = [lm.adapter.n_layers // 2] if layers == "middle" else _parse_layers(layers, lm.adapter.n_layers)
@@ -164,6 +189,7 @@ def fit(
 
 
 def _read_prompt_args(prompts: list[str] | None, prompts_file: Path | None) -> list[str]:
+    from .generate import check_prompts
     from .io import read_prompts
 
     items = list(prompts or [])
@@ -171,7 +197,7 @@ def _read_prompt_args(prompts: list[str] | None, prompts_file: Path | None) -> l
         items += read_prompts(prompts_file)
     if not items:
         raise ValueError("no prompts: pass them as arguments or with --prompts-file")
-    return items
+    return check_prompts(items)
 
 
 @app.command()
@@ -181,8 +207,8 @@ def generate(
     prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", "-f", help="One prompt per line, or JSONL with 'prompt'."),
     model: str = ModelOpt,
     vector: Optional[Path] = typer.Option(None, "--vector", "-v", help="Steering vector file from `steerlab fit`."),
-    strength: float = typer.Option(1.0, "--strength", "-s", help="Multiplier of the vector."),
-    where: str = typer.Option("generated", help="all | prompt | generated | an integer start position."),
+    strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Multiplier of the vector (default 1; |strength| <= 1e4)."),
+    where: Optional[str] = typer.Option(None, help="all | prompt | generated (default) | an integer start position."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1),
     temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples."),
     top_p: float = typer.Option(1.0),
@@ -193,47 +219,71 @@ def generate(
     batch_size: int = typer.Option(8, min=1),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
-    """Generate text, optionally steered by a vector; --compare shows both."""
-    from .artifacts import load_vector
+    """Generate text, optionally steered by a vector; --compare shows both. Ctrl-C prints what was generated."""
+    from .artifacts import check_vector, load_vector
+    from .checks import check_strength
 
     items = _read_prompt_args(prompts, prompts_file)
-    if compare and vector is None:
-        raise ValueError("--compare needs --vector")
+    if vector is None:
+        given = [name for name, value in (("--compare", compare or None), ("--strength", strength), ("--where", where))
+                 if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} without --vector: these steering options need a vector file "
+                             "(--vector FILE)")
+    strength_v = check_strength(1.0 if strength is None else strength, "--strength")
+    where_text = where or "generated"
+    where_v = _parse_where(where_text)
+    vec = load_vector(vector) if vector is not None else None  # a bad file fails before the model loads
     lm = _load(model)
-    vec = load_vector(vector, lm) if vector is not None else None
+    if vec is not None:
+        check_vector(vec, lm)
     chat = chat and lm.has_chat_template
-    where_v = _parse_where(where)
     runs = [("unsteered", None), ("steered", vec)] if compare else [("steered" if vec else "output", vec)]
-    results = _generate_batched(lm, items, runs, strength, where_v, max_new_tokens, temperature, top_p, seed,
-                                stop, chat, batch_size)
+    results, interrupted = _generate_batched(lm, items, runs, strength_v, where_v, max_new_tokens, temperature, top_p,
+                                             seed, stop, chat, batch_size)
+    done = max(len(texts) for texts in results.values())
+    shown = {name: texts + [""] * (done - len(texts)) for name, texts in results.items()}
     if as_json:
-        for i, p in enumerate(items):
-            print(json.dumps({"prompt": p, **{name: results[name][i] for name, _ in runs}}))
-        return
-    _print_side_by_side(items, results, title=f"{lm.name}" + (f" | {vector.name} x {strength:g} @ {where}" if vec else ""))
+        for i, p in enumerate(items[:done]):
+            print(json.dumps({"prompt": p, **{name: shown[name][i] for name, _ in runs}}))
+    elif done:
+        title = f"{lm.name}" + (f" | {vector.name} x {strength_v:g} @ {where_text}" if vector is not None else "")
+        _print_side_by_side(items[:done], shown, title=title)
+    if interrupted:
+        _fail(f"interrupted: the output above is what was generated before Ctrl-C ({done} of {len(items)} prompt(s))",
+              130)
 
 
 def _generate_batched(lm: Any, items: list[str], runs: list[tuple[str, Any]], strength: float, where: str | int,
                       max_new_tokens: int, temperature: float, top_p: float, seed: int | None, stop: Any,
-                      chat: bool, batch_size: int) -> dict[str, list[str]]:
+                      chat: bool, batch_size: int) -> tuple[dict[str, list[str]], bool]:
+    """Texts per run name, and whether Ctrl-C stopped the generation (the texts are then those made so far)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .generate import GenerationInterrupted
     from .generate import generate as gen
 
     results: dict[str, list[str]] = {name: [] for name, _ in runs}
     total = len(items) * len(runs)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=_err_console(), transient=True, disable=total <= batch_size) as bar:
+    with _warnings_to_stderr(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                         TimeElapsedColumn(), console=_err_console(), transient=True,
+                                         disable=total <= batch_size) as bar:
         task = bar.add_task("generating", total=total)
         for name, vec in runs:
             for i in range(0, len(items), batch_size):
                 chunk = items[i : i + batch_size]
-                out = gen(lm, chunk, steer=vec, strength=strength, where=where, max_new_tokens=max_new_tokens,
-                          do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0,
-                          top_p=top_p, seed=seed, stop=stop, chat=chat)
+                try:
+                    out = gen(lm, chunk, steer=vec, strength=strength if vec is not None else None,
+                              where=where if vec is not None else None, max_new_tokens=max_new_tokens,
+                              do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0,
+                              top_p=top_p, seed=seed, stop=stop, chat=chat)
+                except KeyboardInterrupt as stopped:  # keep what was made: whole chunks, and the decoding one
+                    if isinstance(stopped, GenerationInterrupted):
+                        results[name].extend(t.strip() for t in stopped.output.texts)
+                    return results, True
                 results[name].extend(t.strip() for t in out.texts)
                 bar.advance(task, len(chunk))
-    return results
+    return results, False
 
 
 def _print_side_by_side(items: list[str], results: dict[str, list[str]], title: str) -> None:
@@ -279,14 +329,16 @@ def demo(
 @app.command("eval")
 @_errors
 def eval_cmd(
-    task: str = typer.Argument(..., help="sts | truthfulqa_mc | truthfulqa_gen | copa | storycloze | snli | mmlu | sst2 | winogrande | persona/<trait> | caa/<behavior>"),
+    task: str = typer.Argument(..., help="sts | truthfulqa_mc | truthfulqa_gen | copa | storycloze | snli | mmlu | sst2 | "
+                                         "winogrande | persona/<trait> | caa/<behavior> | ai_risk/<set> "
+                                         "(`steerlab list` shows every name)"),
     model: str = ModelOpt,
     method: str = typer.Option("none", help="Steering method: none | caa | iti (not used by sts)."),
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="Method hyper-parameter KEY=VALUE (repeatable), e.g. layer=12 multiplier=2."),
     limit: Optional[int] = typer.Option(None, help="Cap the number of items (fixed seed)."),
     folds: int = typer.Option(2, min=1, help="Cross-validation folds, split by question."),
     seed: int = typer.Option(0),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (results.json, results.md, results.png, checkpoint; default eval_out/)."),
+    out: Path = typer.Option(Path("eval_out"), "--out", "-o", help="Output directory: results.json (every task), and results.md, results.png, checkpoint/ (tasks other than sts)."),
     prompt: str = typer.Option("prompteol", help="sts: prompteol | pretcot | ke | metaeol | a template with {s}."),
     layer: Optional[str] = typer.Option(None, help="sts: read-out layer (index, or e.g. -3)."),
     cp: Optional[str] = typer.Option(None, help="sts: contrastive prompting variant ns | nr."),
@@ -298,22 +350,37 @@ def eval_cmd(
     batch_size: int = typer.Option(16, min=1),
 ) -> None:
     """Evaluate a task (with a steering method), or STS for sentence embeddings."""
+    from .checks import check_output_path
+
     if task == "sts":
         from .embed.commands import eval_sts_command
 
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
+        unused = [name for name, given in (("--method", method != "none"), ("--param", bool(param)),
+                                           ("--folds", folds != 2), ("--seed", seed != 0)) if given]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} given to `eval sts`, which scores sentence embeddings without "
+                             "a steering method: drop them")
         res = eval_sts_command(model=model, prompt=prompt, layer=layer, cp=cp, cp_layer=cp_layer, alpha=alpha, tp=tp,
                                tp_exit=tp_exit, tasks=tasks, batch_size=batch_size, limit=limit,
-                               output=(out / "results.json") if out is not None else None)
+                               output=out / "results.json")
         _console().print(res["markdown"])
+        _console().print(f"wrote {out / 'results.json'}")
         return
     from .evals.commands import parse_method_options, run_eval
     from .evals.runner import get_task
+    from .methods import make_method
 
+    sts_only = [name for name, given in (("--prompt", prompt != "prompteol"), ("--layer", layer is not None),
+                                         ("--cp", cp is not None), ("--cp-layer", cp_layer is not None),
+                                         ("--alpha", alpha is not None), ("--tp", tp), ("--tp-exit", tp_exit is not None),
+                                         ("--tasks", tasks is not None)) if given]
+    if sts_only:
+        raise ValueError(f"{', '.join(sts_only)} given to `eval {task}`: these options belong to `eval sts`; "
+                         "set the method's options with -p KEY=VALUE, e.g. -p layer=12")
     options = parse_method_options(param)
     get_task(task)  # fail on a bad task before loading the model
-    out = out or Path("eval_out")
+    make_method(method, **options)  # and on a bad method or option value
+    check_output_path(out, folder=True)
     # "tiny" / "tiny:<family>": random test models (run_eval builds them); anything else loads here
     lm = model if model == "tiny" or model.startswith("tiny:") else _load(model)
     res = run_eval(task, method, lm, limit, folds, out, seed, batch_size=batch_size, model_id=model,
@@ -353,6 +420,52 @@ def embed(
                          alpha=alpha, tp=tp, tp_exit=tp_exit, text_field=text_field, batch_size=batch_size,
                          chunk_size=chunk_size, resume=resume)
     _console().print(f"embeddings -> {path}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"steerlab {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Steer causal LMs at inference time by reading and editing their activations."""
+
+
+@app.command("list")
+@_errors
+def list_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """List evaluation tasks, persona traits, CAA behaviours, ai_risk sets, STS tasks and methods with their options."""
+    from .catalog import catalog
+
+    cat = catalog()
+    if as_json:
+        print(json.dumps(cat.to_dict(), indent=1, default=str))
+        return
+    con = _console()
+    groups = [("tasks", "steerlab eval TASK", cat.tasks), ("persona traits", "steerlab eval persona/TRAIT", cat.persona),
+              ("CAA behaviours", "steerlab eval caa/BEHAVIOUR", cat.caa),
+              ("ai_risk sets", "steerlab eval ai_risk/SET", cat.ai_risk),
+              ("STS tasks", "steerlab eval sts --tasks NAME[:split]", cat.sts)]
+    for title, usage, names in groups:
+        con.print(f"[bold]{title}[/] ({len(names)}; {usage})")
+        con.print("  " + ", ".join(names), soft_wrap=True)
+    table = Table(title="methods (steerlab eval TASK --method NAME -p OPTION=VALUE)", title_justify="left")
+    table.add_column("method")
+    table.add_column("options (defaults)")
+    table.add_column("what it does")
+    for m in cat.methods:
+        opts = ", ".join(f"{k}={v}" for k, v in m.options.items()) or "-"
+        table.add_row(m.name, opts, m.summary)
+    con.print(table)
 
 
 def main() -> None:

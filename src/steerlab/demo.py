@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .checks import check_output_path, check_strength
 from .fit import ContrastPair
 
 __all__ = ["DEMO_PAIRS", "DEMO_PROMPTS", "DemoConfig", "run_demo"]
@@ -66,9 +67,10 @@ def run_demo(
     from .generate import generate
     from .io import atomic_write_text
 
+    strength = check_strength(config.strength if strength is None else strength, "--strength")
+    check_output_path(out_dir, folder=True)
     lm = load(model)
     layer = int(round(config.layer_fraction * (lm.adapter.n_layers - 1))) if layer is None else lm.adapter.check_layer(layer)
-    strength = config.strength if strength is None else strength
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "pairs.jsonl",
                       "".join(json.dumps({"positive": p.positive, "negative": p.negative}) + "\n" for p in DEMO_PAIRS))
@@ -81,7 +83,8 @@ def run_demo(
     chat = lm.has_chat_template
     results: dict[str, list[str]] = {}
     for name, s in (("unsteered", None), (f"joyful x{strength:g}", strength), (f"gloomy x{-strength:g}", -strength)):
-        out = generate(lm, prompts, steer=vec if s is not None else None, strength=s, where=config.where,
+        steered = s is not None
+        out = generate(lm, prompts, steer=vec if steered else None, strength=s, where=config.where if steered else None,
                        max_new_tokens=max_new_tokens, chat=chat)
         results[name] = [t.strip() for t in out.texts]
     show(prompts, results, f"{lm.name}: residual.{layer}, steering the generated tokens")

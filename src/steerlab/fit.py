@@ -40,6 +40,7 @@ __all__ = [
     "pca_direction",
     "pca_from_second_moment",
     "probe_direction",
+    "check_fit_options",
     "fit_vector",
 ]
 
@@ -175,7 +176,7 @@ def _layers(lm: LoadedModel, layers: int | Sequence[int]) -> list[int]:
         layers = [layers]
     out = sorted({lm.adapter.check_layer(int(layer)) for layer in layers})
     if not out:
-        raise ValueError("no layers given")
+        raise ValueError("no layers given: pass at least one layer index")
     return out
 
 
@@ -228,6 +229,17 @@ def _fit_streaming(lm: LoadedModel, pairs: list[ContrastPair], sites: list[Site]
     return {k: pca_from_second_moment(s.diff.second_moment(), s.diff.mean) for k, s in pstats.items()}
 
 
+def check_fit_options(method: str, site_kind: SiteKind | str, positions: PositionSpec) -> tuple[SiteKind, PositionSpec]:
+    """Validate :func:`fit_vector`'s ``method``, ``site_kind`` and ``positions`` (no model needed, so a
+    caller can check them before loading one). Returns the site kind and the parsed positions."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    spec = parse_positions(positions)
+    if isinstance(spec, Mask):
+        raise ValueError("fit_vector does not take Mask positions; use capture() and the pure functions")
+    return SiteKind(site_kind), spec
+
+
 def fit_vector(
     lm: LoadedModel,
     pairs: Sequence[ContrastPair],
@@ -253,19 +265,14 @@ def fit_vector(
     texts share and each distinct prompt run once through a KV cache. Same vectors up to float
     rounding, several times faster when prompts are long and shared (a few-shot primer).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    kind, spec = check_fit_options(method, site_kind, positions)
     pairs = _check_pairs(pairs)
-    spec = parse_positions(positions)
-    if isinstance(spec, Mask):
-        raise ValueError("fit_vector does not take Mask positions; use capture() and the pure functions")
     if spec == "answer" and any(p.prompt is None for p in pairs):
         raise ValueError(
             "positions='answer' needs pairs with a prompt (ContrastPair(positive, negative, prompt))"
         )
     if method == "probe" and len(pairs) < 2:
         raise ValueError("method='probe' needs at least two pairs")
-    kind = SiteKind(site_kind)
     sites = [Site(kind, layer) for layer in _layers(lm, layers)]
     if share_prefix:
         if streaming or chat or kind != SiteKind.RESIDUAL or spec != "last" or any(p.prompt is None for p in pairs):

@@ -9,20 +9,25 @@ are resolved correctly at every step, with or without the KV cache.
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
 
 import torch
 
+from .artifacts import check_vector, load_vector
 from .hooks import HookManager
 from .interventions.add import AddIntervention, Steer, Where
 from .interventions.base import Intervention
 from .models import LoadedModel
 from .vectors import SteeringVector
 
-__all__ = ["GenerationConfig", "GenerationOutput", "generate", "normalize_steer"]
+__all__ = ["GenerationConfig", "GenerationOutput", "GenerationInterrupted", "generate", "normalize_steer",
+           "check_prompts"]
 
-SteerArg = Union[None, SteeringVector, Steer, Sequence[Union[None, SteeringVector, Steer]]]
+PathArg = Union[str, os.PathLike[str]]
+SteerArg = Union[None, SteeringVector, Steer, PathArg, Sequence[Union[None, SteeringVector, Steer, PathArg]]]
 
 
 @dataclass(frozen=True)
@@ -64,12 +69,47 @@ class GenerationOutput:
         return self.texts[i]
 
 
+class GenerationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during decoding; ``output`` holds what was generated until then
+    (``finish_reasons`` ``"interrupted"`` for rows that were still running)."""
+
+    def __init__(self, output: GenerationOutput) -> None:
+        super().__init__(f"interrupted after {max((len(t) for t in output.tokens), default=0)} new token(s)")
+        self.output = output
+
+
+def check_prompts(prompts: str | Sequence[str]) -> list[str]:
+    """``prompts`` as a non-empty list of non-blank strings; a ValueError naming the first bad one."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    items = list(prompts)
+    if not items:
+        raise ValueError("no prompts given")
+    for i, p in enumerate(items):
+        if not isinstance(p, str):
+            raise TypeError(f"prompt {i + 1} is a {type(p).__name__}, not a string")
+        if not p.strip():
+            raise ValueError(f"prompt {i + 1} is empty: give some text to continue")
+    return items
+
+
+def _load_paths(steer: SteerArg, lm: LoadedModel) -> SteerArg:
+    """Vector file paths in ``steer`` (alone or as list entries) loaded and checked against ``lm``."""
+    if isinstance(steer, (str, os.PathLike)):
+        return load_vector(steer, lm)
+    if steer is None or isinstance(steer, (SteeringVector, Steer)):
+        return steer
+    return [load_vector(s, lm) if isinstance(s, (str, os.PathLike)) else s for s in steer]
+
+
 def normalize_steer(
     steer: SteerArg, batch: int, strength: float | Sequence[float] | None = None, where: Where | Sequence[Where] | None = None
 ) -> list[Steer | None] | None:
     """Turn the ``steer`` argument forms into one :class:`Steer` (or None) per row."""
     if steer is None:
         return None
+    if isinstance(steer, (str, os.PathLike)):
+        raise TypeError(f"steer={str(steer)!r} is a path: load it first with steerlab.load_vector(path)")
     if isinstance(steer, (SteeringVector, Steer)):
         items: list[Any] = [steer] * batch
     else:
@@ -95,10 +135,11 @@ def normalize_steer(
         if isinstance(item, SteeringVector):
             item = Steer(item)
         if not isinstance(item, Steer):
-            raise TypeError(f"steer entries must be SteeringVector, Steer or None, not {type(item).__name__}")
+            hint = ": load vector files first with steerlab.load_vector(path)" if isinstance(item, (str, os.PathLike)) else ""
+            raise TypeError(f"steer entries must be SteeringVector, Steer or None, not {type(item).__name__}{hint}")
         key = (id(item), s, w)
         if key not in cache:  # identical rows share one object, so the batch shares one delta
-            cache[key] = Steer(item.vector, item.strength if s is None else float(s), item.where if w is None else w)
+            cache[key] = Steer(item.vector, item.strength if s is None else s, item.where if w is None else w)
         out.append(cache[key])
     return out
 
@@ -135,8 +176,6 @@ def _select(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator | 
 def _validate(lm: LoadedModel, steers: list[Steer | None] | None) -> None:
     if not steers:
         return
-    from .artifacts import check_vector  # late import: artifacts builds on vectors
-
     seen: set[int] = set()
     for s in steers:
         if s is not None and id(s.vector) not in seen:
@@ -170,21 +209,27 @@ def generate(
     entry (or None) per row, so rows of one batch can carry different vectors and strengths.
     ``strength`` and ``where`` override the entries' own (a scalar, or one value per row).
     ``where``: ``"all"``, ``"prompt"``, ``"generated"`` or an integer start position.
+    ``steer`` may also be the path of a vector file (or a list of them): it is loaded with
+    :func:`steerlab.load_vector` and checked against ``lm``.
+
+    New tokens are capped at what the model's context leaves after the longest prompt (with a
+    warning). Ctrl-C while decoding raises :class:`GenerationInterrupted`, a
+    ``KeyboardInterrupt`` whose ``output`` holds the text generated so far.
     """
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("no prompts given")
+    prompts = check_prompts(prompts)
     cfg = GenerationConfig(max_new_tokens, do_sample, temperature, top_p, top_k, seed,
                            (stop,) if isinstance(stop, str) else tuple(stop or ()), use_cache)
-    steers = normalize_steer(steer, len(prompts), strength, where)
+    if steer is None and (strength is not None or where is not None):
+        warnings.warn("strength=/where= have no effect without steer=: pass the vector to steer with",
+                      UserWarning, stacklevel=3)  # the caller (under torch.no_grad's wrapper)
+    steers = normalize_steer(_load_paths(steer, lm), len(prompts), strength, where)
     _validate(lm, steers)
     model, tok = lm.model, lm.tokenizer
     enc = lm.encode(prompts, chat=chat, system=system)
     ids, mask = enc["input_ids"], enc["attention_mask"]
     b, plen = ids.shape
     prompt_lens = mask.sum(-1)
+    n_new = _cap_new_tokens(lm, cfg.max_new_tokens, int(prompt_lens.max()))
     pads = plen - prompt_lens
     max_pad = int(pads.max())
     device = ids.device
@@ -212,45 +257,74 @@ def generate(
         cache = DynamicCache(config=model.config)
     full_ids, full_mask = ids, mask
 
+    interrupted = False
     with hooks:
-        for step in range(cfg.max_new_tokens):
-            if cache is not None and step > 0:
-                inp = out_tokens[:, -1:]
-                cache_len = cache.get_seq_length()
-                positions = (cache_len - pads)[:, None]  # position of the new token in its row
-                pos_ids = full_mask.long().sum(-1, keepdim=True) - 1
-                min_position = cache_len - max_pad  # known on the host: no device sync needed
-            else:
-                inp = full_ids
-                positions = torch.where(full_mask.bool(), full_mask.long().cumsum(-1) - 1, -1)
-                pos_ids = (full_mask.long().cumsum(-1) - 1).masked_fill(full_mask == 0, 1)
-                min_position = None
-            hooks.set_state(positions=positions, prompt_lens=prompt_lens, min_position=min_position)
-            out = model(
-                input_ids=inp,
-                attention_mask=full_mask,
-                position_ids=pos_ids,
-                past_key_values=cache,
-                use_cache=cache is not None,
-                logits_to_keep=1,
-            )
-            nxt = _select(out.logits[:, -1, :], cfg, gen)
-            nxt = torch.where(unfinished, nxt, torch.full_like(nxt, pad_id))
-            out_tokens = torch.cat([out_tokens, nxt[:, None]], dim=1)
-            full_ids = torch.cat([full_ids, nxt[:, None]], dim=1)
-            full_mask = torch.cat([full_mask, torch.ones_like(nxt)[:, None]], dim=1)
-            unfinished &= ~torch.isin(nxt, eos)
-            if cfg.stop:
-                for r in range(b):
-                    if unfinished[r] and any(s in tok.decode(out_tokens[r].tolist(), skip_special_tokens=True) for s in cfg.stop):
-                        unfinished[r] = False
-                        stopped_by_string[r] = True
-            if not bool(unfinished.any()):
-                break
+        try:
+            for step in range(n_new):
+                if cache is not None and step > 0:
+                    inp = out_tokens[:, -1:]
+                    cache_len = cache.get_seq_length()
+                    positions = (cache_len - pads)[:, None]  # position of the new token in its row
+                    pos_ids = full_mask.long().sum(-1, keepdim=True) - 1
+                    min_position = cache_len - max_pad  # known on the host: no device sync needed
+                else:
+                    inp = full_ids
+                    positions = torch.where(full_mask.bool(), full_mask.long().cumsum(-1) - 1, -1)
+                    pos_ids = (full_mask.long().cumsum(-1) - 1).masked_fill(full_mask == 0, 1)
+                    min_position = None
+                hooks.set_state(positions=positions, prompt_lens=prompt_lens, min_position=min_position)
+                out = model(
+                    input_ids=inp,
+                    attention_mask=full_mask,
+                    position_ids=pos_ids,
+                    past_key_values=cache,
+                    use_cache=cache is not None,
+                    logits_to_keep=1,
+                )
+                nxt = _select(out.logits[:, -1, :], cfg, gen)
+                nxt = torch.where(unfinished, nxt, torch.full_like(nxt, pad_id))
+                out_tokens = torch.cat([out_tokens, nxt[:, None]], dim=1)
+                full_ids = torch.cat([full_ids, nxt[:, None]], dim=1)
+                full_mask = torch.cat([full_mask, torch.ones_like(nxt)[:, None]], dim=1)
+                unfinished &= ~torch.isin(nxt, eos)
+                if cfg.stop:
+                    for r in range(b):
+                        if unfinished[r] and any(s in tok.decode(out_tokens[r].tolist(), skip_special_tokens=True) for s in cfg.stop):
+                            unfinished[r] = False
+                            stopped_by_string[r] = True
+                if not bool(unfinished.any()):
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+    output = _finish(lm, prompts, out_tokens, eos, stopped_by_string, cfg, chat, system,
+                     unfinished if interrupted else None)
+    if interrupted:
+        raise GenerationInterrupted(output) from None
+    return output
 
+
+def _cap_new_tokens(lm: LoadedModel, max_new_tokens: int, longest_prompt: int) -> int:
+    """``max_new_tokens``, capped (with a warning) at what the model's context leaves after the prompt."""
+    ctx = lm.context_length
+    if ctx is None or max_new_tokens <= ctx - longest_prompt:
+        return max_new_tokens
+    room = ctx - longest_prompt
+    if room <= 0:
+        raise ValueError(f"the prompt is {longest_prompt} tokens and fills the model's context of {ctx}: shorten it")
+    warnings.warn(f"max_new_tokens={max_new_tokens} does not fit in the model's context ({ctx} tokens, "
+                  f"{longest_prompt} taken by the prompt): generating at most {room} new tokens",
+                  UserWarning, stacklevel=4)  # the caller of generate (under torch.no_grad's wrapper)
+    return room
+
+
+def _finish(lm: LoadedModel, prompts: list[str], out_tokens: torch.Tensor, eos: torch.Tensor,
+            stopped_by_string: list[bool], cfg: GenerationConfig, chat: bool, system: str | None,
+            interrupted: torch.Tensor | None) -> GenerationOutput:
+    """Decode the generated ids into a :class:`GenerationOutput` (``interrupted``: rows still running at Ctrl-C)."""
+    tok = lm.tokenizer
     texts, token_lists, reasons = [], [], []
     eos_set = set(eos.tolist())
-    for r in range(b):
+    for r in range(out_tokens.shape[0]):
         toks = out_tokens[r].tolist()
         reason = "length"
         for i, t in enumerate(toks):
@@ -263,6 +337,8 @@ def generate(
             cut = min((text.find(s) for s in cfg.stop if s in text), default=-1)
             if cut >= 0:
                 text = text[:cut]
+        if interrupted is not None and bool(interrupted[r]) and reason == "length":
+            reason = "interrupted"
         texts.append(text)
         token_lists.append(toks)
         reasons.append(reason)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any, Iterator
 
 from .fit import ContrastPair
 
-__all__ = ["InputError", "read_pairs", "read_prompts", "atomic_write_text"]
+__all__ = ["InputError", "read_pairs", "read_prompts", "read_text", "text_lines", "atomic_write_text"]
 
 
 class InputError(ValueError):
@@ -26,34 +28,49 @@ def _existing(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The text of a UTF-8 file (a leading byte-order mark dropped); an :class:`InputError` naming the
+    file and line of the first byte that is not UTF-8."""
+    p = Path(path)
+    data = p.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{p}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                         "save the file as UTF-8") from None
+
+
+def text_lines(path: str | os.PathLike[str], csv_mode: bool = False) -> io.StringIO:
+    """:func:`read_text` as a file-like object (``csv_mode``: newlines kept for the csv module)."""
+    return io.StringIO(read_text(path), newline="" if csv_mode else None)
+
+
 def _records(p: Path) -> Iterator[tuple[int, Any]]:
     suffix = p.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".ndjson"):
-            with open(p, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            yield n, json.loads(line)
-                        except json.JSONDecodeError as e:
-                            raise InputError(f"{p}:{n}: not valid JSON ({e.msg})") from None
-        elif suffix == ".json":
-            try:
-                data = json.loads(p.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
-            if not isinstance(data, list):
-                raise InputError(f"{p}: expected a JSON list of objects")
-            yield from enumerate(data, 1)
-        elif suffix in (".csv", ".tsv"):
-            with open(p, encoding="utf-8-sig", newline="") as f:
-                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-                for n, row in enumerate(reader, 2):
-                    yield n, row
-        else:
-            raise InputError(f"{p}: unsupported file type '{suffix}' (use .jsonl, .json, .csv or .tsv)")
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not a UTF-8 text file") from None
+    if suffix in (".jsonl", ".ndjson"):
+        for n, line in enumerate(text_lines(p), 1):
+            if line.strip():
+                try:
+                    yield n, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{p}:{n}: not valid JSON ({e.msg})") from None
+    elif suffix == ".json":
+        try:
+            data = json.loads(read_text(p))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(data, list):
+            raise InputError(f"{p}: expected a JSON list of objects")
+        yield from enumerate(data, 1)
+    elif suffix in (".csv", ".tsv"):
+        reader = csv.DictReader(text_lines(p, csv_mode=True), delimiter="\t" if suffix == ".tsv" else ",")
+        for n, row in enumerate(reader, 2):
+            yield n, row
+    else:
+        raise InputError(f"{p}: unsupported file type '{suffix}' (use .jsonl, .json, .csv or .tsv)")
 
 
 def read_pairs(path: str | os.PathLike[str]) -> list[ContrastPair]:
@@ -80,7 +97,7 @@ def read_prompts(path: str | os.PathLike[str]) -> list[str]:
     p = _existing(path)
     prompts: list[str] = []
     if p.suffix.lower() in (".txt", ""):
-        prompts = [line.rstrip("\n") for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts = [line for line in read_text(p).splitlines() if line.strip()]
     else:
         for n, rec in _records(p):
             text = rec.get("prompt") if isinstance(rec, dict) else rec if isinstance(rec, str) else None

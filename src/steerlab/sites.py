@@ -29,6 +29,11 @@ class SiteKind(str, Enum):
     ATTN_OUT = "attn_out"
     MLP_OUT = "mlp_out"
 
+    @classmethod
+    def _missing_(cls, value: object) -> "SiteKind":
+        """``SiteKind("bogus")`` -> a ValueError that lists the kinds."""
+        raise ValueError(f"unknown site kind {value!r}: use one of {', '.join(k.value for k in cls)}")
+
 
 @dataclass(frozen=True, order=True)
 class Site:

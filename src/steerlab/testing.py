@@ -116,7 +116,7 @@ def tiny_model(family: str = "llama", n_layers: int = 4, hidden: int = 64, n_hea
     tok = tiny_tokenizer()
     kw: dict[str, Any] = dict(
         hidden_size=hidden, num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv_heads,
-        intermediate_size=hidden * 2, vocab_size=len(tok), max_position_embeddings=512,
+        intermediate_size=hidden * 2, vocab_size=len(tok), max_position_embeddings=2048,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         head_dim=hidden // n_heads,
     )

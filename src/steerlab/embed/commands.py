@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..checks import check_output_path
 from ..io import atomic_write_text
 from .encoder import Encoder
 
@@ -92,9 +93,9 @@ def eval_sts_command(
     ``tasks``: comma-separated names, ``name:split`` for another split (``stsb:dev``); default
     the 7 SentEval STS tasks (STS12-16 pooled "all", STS-B test, SICK-R test).
     Returns ``{"encoder": settings, "scores": {...}, "average": float, "n_pairs": {...},
-    "markdown": table}``. ``encoder_options``: the keywords of :func:`build_encoder` (``prompt``,
-    ``layer``, ``cp``, ``cp_layer``, ``alpha``, ``tp``, ``tp_start``, ``tp_exit``, ``dtype``,
-    ``device``, ``preprocess``).
+    "markdown": table}``; with ``output``, also writes it there as JSON (missing folders created).
+    ``encoder_options``: the keywords of :func:`build_encoder` (``prompt``, ``layer``, ``cp``,
+    ``cp_layer``, ``alpha``, ``tp``, ``tp_start``, ``tp_exit``, ``dtype``, ``device``, ``preprocess``).
     """
     from ..data import data_dir as resolve_data_dir
     from ..evals.sts import evaluate_sts, load_tasks
@@ -104,8 +105,8 @@ def eval_sts_command(
     root = resolve_data_dir(data_dir)
     task_list = _split_list(tasks)
     load_tasks(task_list, root, 1)  # validate names, splits and files before loading the model
-    if output is not None and not Path(output).parent.is_dir():
-        raise FileNotFoundError(f"output folder does not exist: {Path(output).parent}")
+    if output is not None:
+        check_output_path(output)  # a missing folder is created when the results are written
     enc = build_encoder(model, batch_size=batch_size, **encoder_options)
     res = evaluate_sts(enc, task_list, root, batch_size=batch_size, show_progress_bar=progress, limit=limit)
     out = {"encoder": enc.describe(), **res.to_dict(), "markdown": res.markdown()}
@@ -145,6 +146,7 @@ def embed_command(
         _pyarrow()
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {out.parent}")
+    check_output_path(out)
     if not read_sentences(src, text_field):
         raise ValueError(f"{src}: no sentences found")
     if chunk_size < 1:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..checks import check_strength
 from ..hooks import HookManager, StepState, StopForward
 from ..sites import Site, SiteKind
 
@@ -53,6 +54,8 @@ class CPConfig:
         object.__setattr__(self, "variant", v)
         if self.alpha is not None and not isinstance(self.alpha, (int, float)):
             raise ValueError(f"CP alpha must be a number, got {self.alpha!r}")
+        if self.alpha is not None:
+            check_strength(self.alpha, "CP alpha")
 
     @classmethod
     def coerce(cls, cp: Any) -> "CPConfig | None":

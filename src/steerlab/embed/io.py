@@ -9,6 +9,7 @@ the chunks that are missing; a folder made with different settings is refused, n
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+
+from ..checks import check_output_path
+from ..io import read_text, text_lines
 
 __all__ = ["ChunkStore", "read_sentences", "embed_file", "fingerprint", "OUTPUT_FORMATS"]
 
@@ -203,37 +207,45 @@ def read_sentences(path: str | os.PathLike[str], text_field: str = "text") -> li
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         out = []
-        with open(p, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    raise ValueError(f"{p}:{i}: not valid JSON") from None
-                if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
-                    raise ValueError(f"{p}:{i}: no string field '{text_field}'")
-                out.append(rec[text_field])
+        for i, line in enumerate(text_lines(p), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                raise ValueError(f"{p}:{i}: not valid JSON") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
+                raise ValueError(f"{p}:{i}: no string field '{text_field}'")
+            out.append(rec[text_field])
         return out
     if suffix in (".tsv", ".csv"):
-        import csv
+        reader = csv.DictReader(text_lines(p, csv_mode=True), delimiter="\t" if suffix == ".tsv" else ",")
+        if reader.fieldnames is None or text_field not in reader.fieldnames:
+            raise ValueError(f"{p}: no column '{text_field}' in the header {reader.fieldnames}")
+        return [row[text_field] for row in reader]
+    return read_text(p).splitlines()
 
-        with open(p, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            if reader.fieldnames is None or text_field not in reader.fieldnames:
-                raise ValueError(f"{p}: no column '{text_field}' in the header {reader.fieldnames}")
-            return [row[text_field] for row in reader]
-    with open(p, encoding="utf-8") as f:
-        return f.read().splitlines()
+
+#: output file extension -> format
+_EXTENSIONS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def _output_format(output: Path, fmt: str | None) -> str:
-    if fmt is None:
-        fmt = "parquet" if output.suffix.lower() in (".parquet", ".pq") else "npy"
-    fmt = fmt.lower()
-    if fmt not in OUTPUT_FORMATS:
-        raise ValueError(f"unknown output format '{fmt}': use npy or parquet")
-    return fmt
+    """The format of ``output``: from ``fmt`` when given, else its extension (.npy, .parquet, .pq).
+
+    An extension that is not one of those (``e.csv``) or that contradicts ``fmt`` is an error, so
+    no file ever holds another format than its name says."""
+    if fmt is not None:
+        fmt = fmt.lower()
+        if fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown output format '{fmt}': use npy or parquet")
+    by_ext = _EXTENSIONS.get(output.suffix.lower())
+    if by_ext is None:
+        raise ValueError(f"unsupported output file type '{output.suffix or '(none)'}' ({output.name}): "
+                         "name the output .npy or .parquet")
+    if fmt is not None and fmt != by_ext:
+        raise ValueError(f"output {output.name} is named like {by_ext} but the format asked is {fmt}: name it .{fmt}")
+    return by_ext
 
 
 def embed_file(
@@ -264,6 +276,7 @@ def embed_file(
         _pyarrow()  # fail before computing anything
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {out.parent}")
+    check_output_path(out)
     parts = out.with_name(out.name + ".parts")
     if not resume and parts.exists():
         shutil.rmtree(parts)

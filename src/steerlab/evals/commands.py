@@ -12,6 +12,8 @@ import shlex
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..checks import check_output_path
+
 __all__ = ["run_eval", "parse_method_options", "resolve_model", "eval_command"]
 
 
@@ -108,6 +110,7 @@ def run_eval(
         raise ValueError(f"method '{method}' is fitted: use --folds 2 or more (held-out evaluation)")
     if limit is not None and limit < folds:
         raise ValueError(f"--limit {limit} is smaller than --folds {folds}")
+    check_output_path(out, folder=True)  # before the model loads
     lm, resolved_id = resolve_model(model, dtype, device)
     model_id = model_id or resolved_id
     command = eval_command(task, method, model_id.split("|")[0], limit, folds, out, seed, method_kwargs)

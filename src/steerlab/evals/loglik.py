@@ -493,7 +493,11 @@ def loglikelihood(
 
     def store(idx: Sequence[int], rows: Sequence[torch.Tensor], greedy: Sequence[bool]) -> None:
         for i, lp, g in zip(idx, rows, greedy):
-            out[i] = LoglikResult(float(lp.double().sum()), int(lp.numel()), enc[i].n_chars, g)
+            total = float(lp.double().sum())
+            if math.isnan(total):  # never score with NaN: every comparison would pick the first option
+                raise ValueError("the model's log-probabilities are NaN" + (" under this steering: lower the strength"
+                                 if st is not None or interventions else ": the model's weights or dtype overflow"))
+            out[i] = LoglikResult(total, int(lp.numel()), enc[i].n_chars, g)
 
     with ProgressBar(len(enc), progress, label) as bar:
         if share:

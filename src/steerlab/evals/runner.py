@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..checks import check_output_path
 from ..methods.base import FittedMethod, Method
 from ..models import LoadedModel
 
@@ -286,6 +287,10 @@ def run_task(
         raise ValueError(f"method '{method.name}' is fitted: it needs folds >= 2 (held-out evaluation)")
     if chunk_size < 1 or batch_size < 1:
         raise ValueError("chunk_size and batch_size must be >= 1")
+    validate = getattr(method, "validate", None)
+    if validate is not None:  # options that depend on the model (e.g. CAA's layer), before anything is written
+        validate(lm)
+    check_output_path(out, folder=True)
     items = load_dataset(spec.dataset, split if split is not None else spec.split, root=root, limit=limit, seed=seed)
     if not items:
         raise ValueError(f"task '{task}' has no items")

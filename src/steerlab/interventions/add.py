@@ -20,6 +20,7 @@ from typing import Callable, Sequence, Union
 
 import torch
 
+from ..checks import check_strength
 from ..hooks import HookManager, StepState
 from ..sites import Site
 from ..vectors import SteeringVector
@@ -37,6 +38,9 @@ class Steer:
     vector: SteeringVector
     strength: float = 1.0
     where: Where = "all"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strength", check_strength(self.strength))
 
 
 def _window(where: Where, prompt_len: int) -> tuple[int, int]:

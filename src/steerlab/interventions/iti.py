@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..capture import capture
+from ..checks import check_strength
 from ..models import LoadedModel
 from ..probes import DIRECTIONS, Head, HeadProbes, fit_head_probes, head_directions, iti_vector, projection_std
 from ..sites import Site, SiteKind
@@ -76,6 +77,7 @@ class ITIConfig:
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        check_strength(self.alpha, "alpha")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"unknown direction {self.direction!r}: use one of {', '.join(DIRECTIONS)}")
         if not 0 <= self.val_fraction < 1:
@@ -280,6 +282,7 @@ def fold_into_bias(lm: LoadedModel, vector: SteeringVector, strength: float = 1.
     from ..artifacts import check_vector  # late import: artifacts builds on vectors
 
     check_vector(vector, lm)
+    strength = check_strength(strength)
     bad = [k for k in vector.vectors if Site.parse(k).kind is not SiteKind.HEADS]
     if bad:
         raise ValueError(f"only heads sites can be folded into o_proj.bias, not {', '.join(bad)}")

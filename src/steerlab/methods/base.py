@@ -11,7 +11,8 @@ steer (``steer_from``). Evaluators take ``**fitted.eval_kwargs()``; generation t
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from types import UnionType
+from typing import Any, Protocol, Sequence, Union, get_args, get_origin, get_type_hints, runtime_checkable
 
 from ..evals.loglik import SteerFrom
 from ..interventions.add import Steer
@@ -62,6 +63,8 @@ class Method(Protocol):
 
     ``needs_fit`` is False for methods that ignore the training items (the baseline), so the
     runner can skip fitting. ``fit`` must be deterministic for a given model and items.
+    A method may also define ``validate(lm)``, raising ``ValueError`` for options that do not fit
+    the model (e.g. a layer it lacks); the runner calls it before it writes or loads anything.
     """
 
     name: str
@@ -83,36 +86,52 @@ def config_from_kwargs(cls: type, method: str, kwargs: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown option(s) for method '{method}': {', '.join(unknown)} "
                          f"(known: {', '.join(known) or 'none'})")
-    defaults = cls()
-    out: dict[str, Any] = {}
-    for k, v in kwargs.items():
-        default = getattr(defaults, k)
-        out[k] = _coerce(v, default, f"{method}.{k}")
-    return cls(**out)
+    types = _field_types(cls)
+    return cls(**{k: _coerce(v, types[k], f"{method}.{k}") for k, v in kwargs.items()})
 
 
-def _coerce(value: Any, default: Any, name: str) -> Any:
-    if not isinstance(value, str) or isinstance(default, str):
-        return value
-    text = value.strip()
+def _field_types(cls: type) -> dict[str, tuple[type, ...]]:
+    """The types each field of dataclass ``cls`` accepts (from its annotations, else its default's type)."""
     try:
-        if isinstance(default, bool):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-        if default is None:  # optional int/float/str
-            for conv in (int, float):
-                try:
-                    return conv(text)
-                except ValueError:
-                    pass
-            return None if text.lower() == "none" else text
-    except ValueError:
-        raise ValueError(f"bad value {value!r} for {name}: expected {type(default).__name__}") from None
-    return value
+        hints = get_type_hints(cls)
+    except (NameError, TypeError):
+        hints = {}
+    defaults = cls()
+    out: dict[str, tuple[type, ...]] = {}
+    for f in fields(cls):
+        hint = hints.get(f.name)
+        args = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+        types = tuple(a for a in args if isinstance(a, type))
+        out[f.name] = types or (type(getattr(defaults, f.name)),)
+    return out
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+#: the types a command-line string is converted to, tried in this order
+_PARSED = (type(None), bool, int, float, str)
+
+
+def _parse_as(typ: type, text: str) -> Any:
+    """``text`` as a ``typ`` (one of ``_PARSED``); ValueError when it is not one."""
+    low = text.lower()
+    if typ is type(None) and low == "none":
+        return None
+    if typ is bool and low in _TRUE + _FALSE:
+        return low in _TRUE
+    if typ in (int, float, str):
+        return typ(text)
+    raise ValueError(text)
+
+
+def _coerce(value: Any, types: tuple[type, ...], name: str) -> Any:
+    """A command-line string converted to the first of ``types`` that parses it; other values as given."""
+    candidates = [t for t in _PARSED if t in types]
+    if not isinstance(value, str) or not candidates or candidates == [str]:
+        return value
+    for typ in candidates:
+        try:
+            return _parse_as(typ, value.strip())
+        except ValueError:
+            continue
+    expected = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+    raise ValueError(f"bad value {value!r} for {name}: expected {expected}")

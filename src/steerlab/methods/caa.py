@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..checks import check_strength
 from ..models import LoadedModel
 from .base import FittedMethod, config_to_dict
 from .pairs import contrast_pairs, labelled_questions
@@ -35,6 +36,9 @@ class CAAConfig:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
+        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
+            raise ValueError(f"layer must be an integer or None, got {self.layer!r}")
+        check_strength(self.multiplier, "multiplier")
         if self.steer_from not in ("last_prompt", "answer"):
             raise ValueError(f"steer_from must be 'last_prompt' or 'answer', got {self.steer_from!r}")
         if self.max_pairs is not None and self.max_pairs < 1:
@@ -54,6 +58,10 @@ class CAA:
 
     def config_dict(self) -> dict[str, Any]:
         return config_to_dict(self.config)
+
+    def validate(self, lm: LoadedModel) -> None:
+        """Check the options against ``lm`` (the layer exists) before any work is done."""
+        self.layer(lm)
 
     def layer(self, lm: LoadedModel) -> int:
         n = lm.adapter.n_layers
