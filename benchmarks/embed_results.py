@@ -302,8 +302,8 @@ def cmd_sweep_layer(a: argparse.Namespace) -> None:
         folder = Path(a.cache) / lm.name / fingerprint({"meta": meta, "n": len(sents), "s": sents[:3]})
         store = ChunkStore(folder, sents, len(ks) * enc.embedding_dim, meta, chunk_size=a.chunk)
 
-        def encode(chunk: list[str]) -> np.ndarray:
-            out = enc.encode_layers(chunk, ks, batch_size=a.batch_size)
+        def encode(chunk: list[str], bar: Any) -> np.ndarray:
+            out = enc.encode_layers(chunk, ks, batch_size=a.batch_size, show_progress_bar=bar)
             return np.concatenate([out[k] for k in ks], axis=1)
 
         t0 = time.perf_counter()

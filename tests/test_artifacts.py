@@ -15,6 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import steerlab.artifacts as art
+import steerlab.files as files
 from steerlab.artifacts import VectorError, check_vector, export_gguf, load_vector, save_vector
 from steerlab.testing import tiny_model
 from steerlab.vectors import SteeringVector, VectorMeta
@@ -83,7 +84,7 @@ def test_atomic_write_survives_failure_mid_write(tiny, tmp_path, monkeypatch) ->
         f.flush()
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(art, "_write_all", half_then_crash)
+    monkeypatch.setattr(files, "_write_all", half_then_crash)
     with pytest.raises(OSError, match="disk full"):
         save_vector(_vec(tiny, seed=2), path)
     monkeypatch.undo()

@@ -153,9 +153,11 @@ def test_position_specs_and_errors(tiny) -> None:
 def test_progress_bar(tiny, capsys) -> None:
     """The bar counts items (not batches) up to the total, under its label; nothing without progress=True."""
     capture(tiny, TEXTS, ["residual.0"], batch_size=2)
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr() == ("", "")
     capture(tiny, TEXTS, ["residual.0"], progress=True, batch_size=2)
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    out, err = capsys.readouterr()
+    assert out == ""  # the bar is on stderr: piped output stays clean
+    lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("capture ")
     assert f" {len(TEXTS)}/{len(TEXTS)} " in lines[0] and "items/s" in lines[0]
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from .checks import check_output_path
+from .files import atomic_write, atomic_write_bytes
 from .models import LoadedModel
 from .sites import Site, SiteKind, site_width
 from .vectors import SteeringVector, VectorMeta
@@ -133,56 +133,6 @@ def check_vector(vec: SteeringVector, lm: LoadedModel) -> None:
     _check_values(vec)
 
 
-# ---------------------------------------------------------------------------------------------
-# atomic writes
-
-
-def _write_all(f: Any, data: bytes) -> None:
-    """Write ``data`` to the open file ``f`` in chunks (a seam tests use to simulate failures)."""
-    view = memoryview(data)
-    chunk = 1 << 20
-    for start in range(0, len(view), chunk):
-        f.write(view[start:start + chunk])
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temp file next to ``path``, fsync it, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file, fsync and rename: never a half-written file."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            _write_all(f, data)
-            f.flush()
-
-    _atomic(path, write)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,5 +288,5 @@ def export_gguf(vec: SteeringVector, path: str | os.PathLike[str], model_hint: s
         writer.write_tensors_to_file()
         writer.close()
 
-    _atomic(target, write)
+    atomic_write(target, write)
     return target

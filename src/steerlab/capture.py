@@ -32,6 +32,7 @@ import torch
 
 from .hooks import HookManager, StepState, StopForward, positions_from_mask
 from .models import LoadedModel
+from .progress import ProgressBar
 from .sites import Site, site_width
 
 __all__ = [
@@ -397,38 +398,6 @@ def _stopper(x: torch.Tensor, site: Site, state: StepState) -> None:
     raise StopForward
 
 
-class _Progress:
-    """A rich progress bar (items/s) or a no-op."""
-
-    def __init__(self, total: int, enabled: bool, label: str) -> None:
-        self._bar = None
-        if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
-            from rich.text import Text
-
-            class _Speed(ProgressColumn):
-                def render(self, task: Any) -> Text:
-                    return Text(f"{task.speed:.1f} items/s" if task.speed else "- items/s")
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 _Speed(), TimeElapsedColumn(), TimeRemainingColumn())
-            self._task = self._bar.add_task(label, total=total)
-
-    def __enter__(self) -> "_Progress":
-        if self._bar is not None:
-            self._bar.__enter__()
-        return self
-
-    def advance(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task, n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-
 def _order(prep: _Prepared, sort_by_length: bool, group: int) -> list[int]:
     """Item order for batching: groups of ``group`` consecutive items kept together, longest first."""
     n = len(prep.texts)
@@ -475,7 +444,7 @@ def _iter_batches(
     hm.add(Site.residual(max(s.layer for s in sites)), _stopper)
     keys = sorted({s.key for s in sites})
 
-    with _Progress(len(items), progress, label) as bar:
+    with ProgressBar(len(items), progress, label) as bar:
         for start in range(0, len(order), batch_size):
             ids = order[start:start + batch_size]
             texts = [prep.texts[i] for i in ids]

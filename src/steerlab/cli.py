@@ -85,8 +85,7 @@ def _load(model: str, dtype: str | None = None, device: str | None = None) -> An
 
     from .models import load_model
 
-    # the CLI prints its own status; keep transformers' per-tensor bars and warnings out of it
-    hf_logging.disable_progress_bar()
+    # the CLI prints its own status; keep transformers' warnings out of it (load_model hides its bars)
     hf_logging.set_verbosity_error()
     with _err_console().status(f"loading model '{model}'..."):
         return load_model(model, dtype=dtype, device=device)
@@ -257,32 +256,31 @@ def generate(
 def _generate_batched(lm: Any, items: list[str], runs: list[tuple[str, Any]], strength: float, where: str | int,
                       max_new_tokens: int, temperature: float, top_p: float, seed: int | None, stop: Any,
                       chat: bool, batch_size: int) -> tuple[dict[str, list[str]], bool]:
-    """Texts per run name, and whether Ctrl-C stopped the generation (the texts are then those made so far)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Texts per run name, and whether Ctrl-C stopped the generation (the texts are then those made so far).
 
+    One bar on stderr counts the tokens of the batch being decoded, labelled with the run and the batch."""
     from .generate import GenerationInterrupted
     from .generate import generate as gen
+    from .progress import ProgressBar
 
     results: dict[str, list[str]] = {name: [] for name, _ in runs}
-    total = len(items) * len(runs)
-    with _warnings_to_stderr(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                         TimeElapsedColumn(), console=_err_console(), transient=True,
-                                         disable=total <= batch_size) as bar:
-        task = bar.add_task("generating", total=total)
+    starts = range(0, len(items), batch_size)
+    with _warnings_to_stderr(), ProgressBar(max_new_tokens, True, "generating", "tok", transient=True) as bar:
         for name, vec in runs:
-            for i in range(0, len(items), batch_size):
+            for n, i in enumerate(starts, 1):
                 chunk = items[i : i + batch_size]
+                label = f"{name}" + (f" batch {n}/{len(starts)}" if len(starts) > 1 else "")
+                bar.describe(f"generating ({label})" if len(runs) > 1 or len(starts) > 1 else "generating")
                 try:
                     out = gen(lm, chunk, steer=vec, strength=strength if vec is not None else None,
                               where=where if vec is not None else None, max_new_tokens=max_new_tokens,
                               do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0,
-                              top_p=top_p, seed=seed, stop=stop, chat=chat)
+                              top_p=top_p, seed=seed, stop=stop, chat=chat, progress=bar)
                 except KeyboardInterrupt as stopped:  # keep what was made: whole chunks, and the decoding one
                     if isinstance(stopped, GenerationInterrupted):
                         results[name].extend(t.strip() for t in stopped.output.texts)
                     return results, True
                 results[name].extend(t.strip() for t in out.texts)
-                bar.advance(task, len(chunk))
     return results, False
 
 

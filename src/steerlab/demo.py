@@ -65,7 +65,7 @@ def run_demo(
     from .artifacts import save_vector
     from .fit import fit_vector
     from .generate import generate
-    from .io import atomic_write_text
+    from .files import atomic_write_text
 
     strength = check_strength(config.strength if strength is None else strength, "--strength")
     check_output_path(out_dir, folder=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
+from contextlib import ExitStack
 from typing import Any, Sequence, Union
 
 import torch
@@ -21,6 +22,7 @@ from .hooks import HookManager
 from .interventions.add import AddIntervention, Steer, Where
 from .interventions.base import Intervention
 from .models import LoadedModel
+from .progress import ProgressBar
 from .vectors import SteeringVector
 
 __all__ = ["GenerationConfig", "GenerationOutput", "GenerationInterrupted", "generate", "normalize_steer",
@@ -202,6 +204,7 @@ def generate(
     system: str | None = None,
     use_cache: bool = True,
     interventions: Sequence[Intervention] = (),
+    progress: bool | ProgressBar = False,
 ) -> GenerationOutput:
     """Generate from ``prompts`` while steering.
 
@@ -215,6 +218,10 @@ def generate(
     New tokens are capped at what the model's context leaves after the longest prompt (with a
     warning). Ctrl-C while decoding raises :class:`GenerationInterrupted`, a
     ``KeyboardInterrupt`` whose ``output`` holds the text generated so far.
+
+    ``progress``: True shows a bar over the decode steps (tokens) on stderr; a
+    :class:`~steerlab.progress.ProgressBar` (e.g. the CLI's, across batches) is reset to this call's
+    steps and advanced per token instead.
     """
     prompts = check_prompts(prompts)
     cfg = GenerationConfig(max_new_tokens, do_sample, temperature, top_p, top_k, seed,
@@ -258,7 +265,13 @@ def generate(
     full_ids, full_mask = ids, mask
 
     interrupted = False
-    with hooks:
+    own_bar = not isinstance(progress, ProgressBar)
+    bar = ProgressBar(n_new, bool(progress), "generating", "tok", transient=True) if own_bar else progress
+    if not own_bar:
+        bar.reset(n_new)
+    with hooks, ExitStack() as stack:
+        if own_bar:
+            stack.enter_context(bar)
         try:
             for step in range(n_new):
                 if cache is not None and step > 0:
@@ -287,6 +300,7 @@ def generate(
                 full_ids = torch.cat([full_ids, nxt[:, None]], dim=1)
                 full_mask = torch.cat([full_mask, torch.ones_like(nxt)[:, None]], dim=1)
                 unfinished &= ~torch.isin(nxt, eos)
+                bar.advance(1)
                 if cfg.stop:
                     for r in range(b):
                         if unfinished[r] and any(s in tok.decode(out_tokens[r].tolist(), skip_special_tokens=True) for s in cfg.stop):

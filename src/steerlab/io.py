@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from .files import atomic_write_text
 from .fit import ContrastPair
 
 __all__ = ["InputError", "read_pairs", "read_prompts", "read_text", "text_lines", "atomic_write_text"]
@@ -109,10 +110,3 @@ def read_prompts(path: str | os.PathLike[str]) -> list[str]:
     return prompts
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file, fsync, rename): never a half-written file."""
-    from .artifacts import atomic_write_bytes
-
-    p = Path(path)
-    atomic_write_bytes(p, text.encode("utf-8"))
-    return p

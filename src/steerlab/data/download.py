@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
+
+from ..files import temp_file_beside
 
 __all__ = [
     "CACHE_ENV",
@@ -99,13 +100,11 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def fetch_url(url: str, dest: Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` atomically, verifying ``sha256`` (when given) before the rename."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    tmp = temp_file_beside(dest, ".part")
     try:
         h = hashlib.sha256()
         req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with open(tmp, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             while block := resp.read(_CHUNK):
                 h.update(block)
                 out.write(block)

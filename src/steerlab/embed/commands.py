@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..checks import check_output_path
-from ..io import atomic_write_text
+from ..files import atomic_write_text
 from .encoder import Encoder
 
 __all__ = ["build_encoder", "eval_sts_command", "embed_command"]

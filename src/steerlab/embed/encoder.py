@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ..arch import ArchitectureError
 from ..hooks import HookManager, StepState, StopForward
 from ..models import LoadedModel, load_model
+from ..progress import ProgressBar
 from ..sites import Site, SiteKind
 from .cp import CPConfig, apply_cp, cp_default_alpha, cp_default_layer, record_aux
 from .prompts import AUX_PROMPT, fill, get_prompt, preprocess_sentence, with_placeholder
@@ -222,7 +223,7 @@ class Encoder:
         self,
         sentences: str | Sequence[str],
         batch_size: int | None = None,
-        show_progress_bar: bool | None = None,
+        show_progress_bar: bool | ProgressBar | None = None,
         output_value: str | None = "sentence_embedding",
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
@@ -258,7 +259,7 @@ class Encoder:
         sentences: Sequence[str],
         layers: Iterable[int | float | str],
         batch_size: int | None = None,
-        show_progress_bar: bool | None = None,
+        show_progress_bar: bool | ProgressBar | None = None,
     ) -> dict[int, np.ndarray]:
         """Embeddings read at several layers in one pass (for read-out sweeps): ``{k: (n, dim)}``.
 
@@ -274,7 +275,8 @@ class Encoder:
 
     # ------------------------------------------------------------------ internals
     def _encode(
-        self, texts: list[str], ks: tuple[int, ...], batch_size: int | None, show_progress_bar: bool | None
+        self, texts: list[str], ks: tuple[int, ...], batch_size: int | None,
+        show_progress_bar: bool | ProgressBar | None
     ) -> dict[int, torch.Tensor]:
         outs = self.batched(texts, len(ks), lambda batch: [f for f in self.embed_batch(batch, ks).values()],
                             batch_size, show_progress_bar)
@@ -286,12 +288,14 @@ class Encoder:
         n_out: int,
         fn: Callable[[list[str]], Sequence[torch.Tensor]],
         batch_size: int | None = None,
-        show_progress_bar: bool | None = None,
+        show_progress_bar: bool | ProgressBar | None = None,
         desc: str = "encode",
     ) -> list[torch.Tensor]:
         """Run ``fn`` over batches of the *prepared* ``texts`` (sorted by length so that similar lengths
         share a batch) and put its ``n_out`` results per batch back in input order: ``n_out`` float32
-        tensors of shape ``(len(texts), dim)``."""
+        tensors of shape ``(len(texts), dim)``. ``show_progress_bar``: True shows a bar over these
+        sentences; a :class:`~steerlab.progress.ProgressBar` is advanced per batch instead (a caller's
+        bar over a larger job, e.g. every chunk of ``steerlab embed``)."""
         bs = self.batch_size if batch_size is None else int(batch_size)
         if bs < 1:
             raise ValueError(f"batch_size must be >= 1, got {bs}")
@@ -300,23 +304,18 @@ class Encoder:
             return out
         sents = [self._prepare(s) for s in texts]
         order = sorted(range(len(sents)), key=lambda i: -len(sents[i]))
-        bar = None
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(sents), desc=desc, unit="sent")
-        try:
+        own = not isinstance(show_progress_bar, ProgressBar)
+        bar = ProgressBar(len(sents), bool(show_progress_bar), desc, "sent") if own else show_progress_bar
+        with ExitStack() as stack:
+            if own:
+                stack.enter_context(bar)
             for start in range(0, len(order), bs):
                 idx = order[start:start + bs]
                 feats = fn([sents[i] for i in idx])
                 index = torch.tensor(idx)
                 for o, f in zip(out, feats):
                     o[index] = f.float().cpu()
-                if bar is not None:
-                    bar.update(len(idx))
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.advance(len(idx))
         return out
 
     def _prepare(self, s: str) -> str:

@@ -14,13 +14,15 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..checks import check_output_path
+from ..files import atomic_write, atomic_write_text
+from ..progress import ProgressBar
+from .encoder import Encoder
 from ..io import read_text, text_lines
 
 __all__ = ["ChunkStore", "read_sentences", "embed_file", "fingerprint", "OUTPUT_FORMATS"]
@@ -43,15 +45,11 @@ def _texts_hash(texts: Sequence[str]) -> str:
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 class ChunkStore:
@@ -84,9 +82,7 @@ class ChunkStore:
                     "delete it or choose another output path"
                 )
         else:
-            tmp = mpath.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.manifest, indent=1, default=str))
-            os.replace(tmp, mpath)
+            atomic_write_text(mpath, json.dumps(self.manifest, indent=1, default=str))
 
     @property
     def n_chunks(self) -> int:
@@ -123,25 +119,17 @@ class ChunkStore:
             raise ValueError(f"chunk {i} must have shape {(hi - lo, self.dim)}, got {arr.shape}")
         _atomic_save(self.path(i), arr)
 
-    def fill(self, texts: Sequence[str], encode: Callable[[list[str]], np.ndarray],
+    def fill(self, texts: Sequence[str], encode: Callable[[list[str], ProgressBar], np.ndarray],
              progress: bool = False, desc: str = "embed") -> None:
-        """Compute the missing chunks with ``encode(list_of_texts) -> (m, dim)``."""
+        """Compute the missing chunks with ``encode(list_of_texts, bar) -> (m, dim)``, which advances ``bar``
+        (one bar over every sentence, the finished chunks of an earlier run counted as done) as it goes:
+        the bar moves per batch, not per chunk."""
         todo = self.missing()
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            done_rows = self.n - sum(self.bounds(i)[1] - self.bounds(i)[0] for i in todo)
-            bar = tqdm(total=self.n, initial=done_rows, desc=desc, unit="sent")
-        try:
+        done_rows = self.n - sum(self.bounds(i)[1] - self.bounds(i)[0] for i in todo)
+        with ProgressBar(self.n, progress, desc, "sent", initial=done_rows) as bar:
             for i in todo:
                 lo, hi = self.bounds(i)
-                self.write(i, encode(list(texts[lo:hi])))
-                if bar is not None:
-                    bar.update(hi - lo)
-        finally:
-            if bar is not None:
-                bar.close()
+                self.write(i, encode(list(texts[lo:hi]), bar))
 
     def iter_chunks(self) -> Iterator[np.ndarray]:
         for i in range(self.n_chunks):
@@ -158,31 +146,30 @@ class ChunkStore:
 
     def write_npy(self, path: str | os.PathLike[str]) -> Path:
         """Assemble into one ``.npy`` file (streamed through a memory map; atomic rename)."""
-        out = Path(path)
-        tmp = out.with_name(out.name + ".partial.npy")
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(self.n, self.dim))
-        for i, arr in enumerate(self.iter_chunks()):
-            lo, hi = self.bounds(i)
-            mm[lo:hi] = arr
-        mm.flush()
-        del mm
-        os.replace(tmp, out)
-        return out
+        def write(tmp: Path) -> None:
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(self.n, self.dim))
+            for i, arr in enumerate(self.iter_chunks()):
+                lo, hi = self.bounds(i)
+                mm[lo:hi] = arr
+            mm.flush()
+            del mm
+
+        return atomic_write(path, write)
 
     def write_parquet(self, path: str | os.PathLike[str], texts: Sequence[str]) -> Path:
         """Assemble into parquet with columns ``text`` and ``embedding`` (list of float32)."""
         pa, pq = _pyarrow()
-        out = Path(path)
-        tmp = out.with_name(out.name + ".partial")
         schema = pa.schema([("text", pa.string()), ("embedding", pa.list_(pa.float32(), self.dim))])
-        with pq.ParquetWriter(tmp, schema) as w:
-            for i, arr in enumerate(self.iter_chunks()):
-                lo, hi = self.bounds(i)
-                emb = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), pa.float32()), self.dim)
-                w.write_table(pa.table({"text": pa.array(list(texts[lo:hi]), pa.string()), "embedding": emb},
-                                       schema=schema))
-        os.replace(tmp, out)
-        return out
+
+        def write(tmp: Path) -> None:
+            with pq.ParquetWriter(tmp, schema) as w:
+                for i, arr in enumerate(self.iter_chunks()):
+                    lo, hi = self.bounds(i)
+                    emb = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), pa.float32()), self.dim)
+                    w.write_table(pa.table({"text": pa.array(list(texts[lo:hi]), pa.string()), "embedding": emb},
+                                           schema=schema))
+
+        return atomic_write(path, write)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -283,8 +270,12 @@ def embed_file(
     describe = encoder.describe() if hasattr(encoder, "describe") else {"encoder": repr(encoder)}
     store = ChunkStore(parts, texts, encoder.get_sentence_embedding_dimension(), describe, chunk_size)
 
-    def encode(chunk: list[str]) -> np.ndarray:
-        return encoder.encode(chunk, batch_size=batch_size, convert_to_numpy=True)
+    def encode(chunk: list[str], bar: ProgressBar) -> np.ndarray:
+        if isinstance(encoder, Encoder):
+            return encoder.encode(chunk, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=bar)
+        arr = encoder.encode(chunk, batch_size=batch_size, convert_to_numpy=True)  # any sentence-transformers model
+        bar.advance(len(chunk))
+        return arr
 
     store.fill(texts, encode, progress=progress, desc=f"embed {inp.name}")
     result = store.write_parquet(out, texts) if fmt == "parquet" else store.write_npy(out)

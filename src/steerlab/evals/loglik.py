@@ -41,6 +41,7 @@ from ..hooks import HookManager, StepState, StopForward, positions_from_mask
 from ..interventions.add import AddIntervention, Steer
 from ..interventions.base import Intervention
 from ..models import LoadedModel
+from ..progress import ProgressBar
 from ..sites import Site, SiteKind
 from ..vectors import SteeringVector
 
@@ -58,7 +59,6 @@ __all__ = [
     "common_prefix_len",
     "last_token_hidden",
     "loglikelihood",
-    "ProgressBar",
     "logsumexp",
 ]
 
@@ -189,39 +189,6 @@ def batch_token_logprobs(
         rows.append(tok_lp[r, -n:].detach().cpu())
         flags.append(bool(greedy[r, -n:].all()))
     return rows, flags
-
-
-class ProgressBar:
-    """A rich progress bar showing items/s (a no-op when ``enabled`` is False)."""
-
-    def __init__(self, total: int, enabled: bool, label: str) -> None:
-        self._bar: Any = None
-        self._task: Any = None
-        if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-            from rich.text import Text
-
-            class _Speed(ProgressColumn):
-                def render(self, task: Any) -> Text:
-                    return Text(f"{task.speed:.1f} items/s" if task.speed else "- items/s")
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Speed(),
-                                 TimeElapsedColumn(), TimeRemainingColumn())
-            self._task = self._bar.add_task(label, total=total)
-
-    def __enter__(self) -> "ProgressBar":
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def advance(self, n: int = 1) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task, n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 def _as_steer(steer: SteeringVector | Steer | None, strength: float | None) -> Steer | None:

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..files import atomic_write, atomic_write_text
+
 __all__ = ["load_results", "markdown_report", "plot_results", "write_report"]
 
 Results = Mapping[str, Any]
@@ -98,10 +100,8 @@ def plot_results(results: Results | Sequence[Results], path: str | os.PathLike[s
         ax.set_title(f"{rs[0]['task']} - {rs[0]['model']}", fontsize=9)
         legend = ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False)
         fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, format="png", metadata={"Software": None}, bbox_extra_artists=(legend,),
-                    bbox_inches="tight")
+        out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None},
+                                                         bbox_extra_artists=(legend,), bbox_inches="tight"))
     finally:
         plt.close(fig)
     return out
@@ -111,9 +111,6 @@ def write_report(results: Results | Sequence[Results], out_dir: str | os.PathLik
     """Write ``results.md`` and ``results.png`` into ``out_dir``; returns their paths."""
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    md = d / "results.md"
-    tmp = d / f".results.md.{os.getpid()}.tmp"
-    tmp.write_text(markdown_report(results), encoding="utf-8")
-    os.replace(tmp, md)
+    md = atomic_write_text(d / "results.md", markdown_report(results))
     png = plot_results(results, d / "results.png")
     return md, png

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..checks import check_output_path
+from ..files import atomic_write_text
 from ..methods.base import FittedMethod, Method
+from ..progress import ProgressBar
 from ..models import LoadedModel
 
 __all__ = ["TaskSpec", "TASK_NAMES", "get_task", "task_names", "config_hash", "Checkpoint", "run_task",
@@ -217,15 +219,8 @@ class Checkpoint:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``obj`` as indented JSON to ``path`` atomically (:func:`steerlab.files.atomic_write_text`)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -269,7 +264,6 @@ def run_task(
     of the checkpoint's hash: runs with different judges never resume each other. Other tasks refuse one.
     """
     from ..data.registry import load_dataset
-    from .loglik import ProgressBar
     from .truthfulqa import kfold_by_question
 
     spec = get_task(task)

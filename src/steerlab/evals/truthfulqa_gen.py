@@ -27,7 +27,7 @@ from ..interventions.base import Intervention
 from ..models import LoadedModel
 from ..vectors import SteeringVector
 from .judges import Judge, JudgeResult, default_judge
-from .loglik import ProgressBar
+from ..progress import ProgressBar
 from .truthfulqa import ITI_INSTRUCTION, QA_PRIMER, MCQuestion
 
 __all__ = ["generation_prompt", "clean_answer", "GenRecord", "GenResult", "evaluate_truthfulqa_gen"]
