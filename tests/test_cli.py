@@ -133,6 +133,53 @@ def test_fit_and_compare_on_embedded_model(embedded, tmp_path) -> None:
     assert steered != plain and len(steered) > 0
 
 
+def test_fit_iti_then_generate(model_dirs, tmp_path) -> None:
+    """`steerlab fit iti PAIRS` saves exactly fit_iti's vector (records from the pairs), and `generate` steers with
+    it as the library does."""
+    import steerlab as sl
+    from steerlab.interventions.iti import ITIConfig, fit_iti, records_from_pairs
+    from steerlab.io import read_pairs
+
+    pairs = tmp_path / "qa.jsonl"
+    rows = [{"prompt": f"Q: is item {i} good?\nA:", "positive": f" Yes, item {i} is lovely.",
+             "negative": f" No, item {i} is awful."} for i in range(10)]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    vec = tmp_path / "iti.safetensors"
+    res = run("fit", "iti", pairs, "--model", model_dirs["llama"], "--k", "3", "--alpha", "5", "--out", vec)
+    assert res.exit_code == 0, res.output
+    assert "fitted iti on 10 pairs: 3 heads" in " ".join(res.stdout.split())
+    lm = sl.load_model(model_dirs["llama"])
+    saved = sl.load_vector(vec, lm)
+    ref = fit_iti(lm, records_from_pairs(read_pairs(pairs)), ITIConfig(k=3, alpha=5.0, batch_size=8))
+    assert saved.vectors.keys() == ref.vector.vectors.keys() and all(s.kind.value == "heads" for s in saved.sites)
+    for key, v in ref.vector.vectors.items():
+        torch.testing.assert_close(saved.vectors[key], v)
+    res = run("generate", "hello", "--model", model_dirs["llama"], "--vector", vec, "--compare", "-n", "6", "--json")
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.stdout)
+    chat = lm.has_chat_template
+    steered = sl.generate(lm, ["hello"], steer=saved, strength=1.0, where="generated", max_new_tokens=6, chat=chat)
+    plain = sl.generate(lm, ["hello"], max_new_tokens=6, chat=chat)
+    assert line["steered"] == steered.texts[0].strip() and line["unsteered"] == plain.texts[0].strip()
+    assert steered.tokens != plain.tokens
+
+
+def test_fit_method_errors(model_dirs, pairs_file, tmp_path) -> None:
+    out = tmp_path / "v.safetensors"
+    assert_one_line_error(run("fit", "iti", pairs_file, "--layers", "2", "--out", out),
+                          "error: --layers do(es) not apply to iti: it ranks the heads of every layer; choose how many "
+                          "with --k")
+    assert_one_line_error(run("fit", pairs_file, "--k", "3", "--out", out),
+                          "error: --k, --alpha and --direction are options of iti: use `steerlab fit iti PAIRS_FILE`")
+    assert_one_line_error(run("fit", "bogus", pairs_file, "--out", out),
+                          "error: unknown fit method 'bogus': use one of mean_diff, caa, pca, probe, iti")
+    assert_one_line_error(run("fit", "pca", pairs_file, "--method", "probe", "--out", out),
+                          "error: two methods given ('pca' and --method probe): give one")
+    assert_one_line_error(run("fit", "iti", pairs_file, "--alpha", "nan", "--out", out),
+                          "error: alpha must be a finite number between -10000 and 10000, got nan")
+    assert not out.exists()
+
+
 def test_unknown_model(tmp_path) -> None:
     assert_one_line_error(run("info", "--model", "nobody/no-such-model-xyz"), "cannot load model 'nobody/no-such-model-xyz'")
     assert_one_line_error(run("info", "--model", tmp_path / "missing.gguf"), "GGUF file not found")

@@ -155,36 +155,85 @@ def info(
     _console().print(table)
 
 
+#: `steerlab fit [METHOD] PAIRS_FILE`: the vector fitters of steerlab.fit, plus ITI (per-head probes)
+_FIT_METHODS = ("mean_diff", "caa", "pca", "probe", "iti")
+
+
+def _fit_spec(spec: list[str], method_opt: str | None) -> tuple[str, Path]:
+    """``[METHOD] PAIRS_FILE`` (or ``PAIRS_FILE`` with ``--method``) -> (method, file)."""
+    if len(spec) == 1:
+        return (method_opt or "mean_diff"), Path(spec[0])
+    if len(spec) == 2:
+        if spec[0] not in _FIT_METHODS:
+            raise ValueError(f"unknown fit method '{spec[0]}': use one of {', '.join(_FIT_METHODS)} "
+                             "(steerlab fit [METHOD] PAIRS_FILE)")
+        if method_opt is not None and method_opt != spec[0]:
+            raise ValueError(f"two methods given ('{spec[0]}' and --method {method_opt}): give one")
+        return spec[0], Path(spec[1])
+    raise ValueError("expected `steerlab fit [METHOD] PAIRS_FILE`, e.g. steerlab fit iti pairs.jsonl --out iti.safetensors")
+
+
 @app.command()
 @_errors
 def fit(
-    pairs_file: Path = typer.Argument(..., help="Contrastive pairs: JSONL/JSON/CSV with positive, negative[, prompt]."),
+    spec: list[str] = typer.Argument(..., metavar="[METHOD] PAIRS_FILE",
+                                     help="Optional method (mean_diff | caa | pca | probe | iti), then the contrastive "
+                                          "pairs: JSONL/JSON/CSV with positive, negative[, prompt]."),
     out: Path = typer.Option(..., "--out", "-o", help="Output vector file (.safetensors; a .json sidecar is written)."),
     model: str = ModelOpt,
-    layers: str = typer.Option("middle", "--layers", "-l", help="Layers: 10 | 8,10,12 | 8-12 | all | middle."),
-    method: str = typer.Option("mean_diff", help="mean_diff (CAA) | pca (repeng-style) | probe (logistic)."),
-    site: str = typer.Option("residual", help="Site kind: residual | heads | attn_out | mlp_out."),
-    positions: str = typer.Option("last", help="last | all | answer (answer span, needs a prompt column)."),
+    layers: Optional[str] = typer.Option(None, "--layers", "-l",
+                                         help="Layers: 10 | 8,10,12 | 8-12 | all | middle (default). Not for iti."),
+    method: Optional[str] = typer.Option(None, help="mean_diff (CAA, default) | pca (repeng-style) | probe (logistic) "
+                                                    "| iti (per-head probes, top-k heads)."),
+    site: str = typer.Option("residual", help="Site kind: residual | heads | attn_out | mlp_out. Not for iti."),
+    positions: str = typer.Option("last", help="last | all | answer (answer span, needs a prompt column). Not for iti."),
+    k: int = typer.Option(48, "--k", min=1, help="iti: number of heads steered (ranked by probe accuracy)."),
+    alpha: float = typer.Option(15.0, "--alpha", help="iti: shift in units of each head's activation std."),
+    direction: str = typer.Option("mass_mean", help="iti: mass_mean | probe."),
     chat: bool = typer.Option(False, "--chat/--no-chat", help="Wrap texts in the chat template."),
     batch_size: int = typer.Option(8, min=1),
-    streaming: bool = typer.Option(False, help="Keep running statistics only (flat memory)."),
+    streaming: bool = typer.Option(False, help="Keep running statistics only (flat memory). Not for iti."),
 ) -> None:
-    """Fit a steering vector from contrastive pairs and save it as safetensors + JSON."""
+    """Fit a steering vector (CAA / PCA / probe at chosen layers, or ITI over all heads) from contrastive pairs
+    and save it as safetensors + JSON; `steerlab generate --vector` uses either kind."""
     from .artifacts import check_vector_output, save_vector
     from .fit import check_fit_options, fit_vector
     from .io import read_pairs
 
+    how, pairs_file = _fit_spec(spec, method)
+    how = "mean_diff" if how == "caa" else how
     # everything that needs no model is checked before it loads, and the output before the fit
     check_vector_output(out)
-    check_fit_options(method, site, positions)
+    if how == "iti":
+        from .interventions.iti import ITIConfig, fit_iti, records_from_pairs
+
+        given = [name for name, on in (("--layers", layers is not None), ("--site", site != "residual"),
+                                       ("--positions", positions != "last"), ("--streaming", streaming)) if on]
+        if given:
+            raise ValueError(f"{', '.join(given)} do(es) not apply to iti: it ranks the heads of every layer; "
+                             "choose how many with --k")
+        config = ITIConfig(k=k, alpha=alpha, direction=direction, batch_size=batch_size, chat=chat)
+        pairs = read_pairs(pairs_file)
+        lm = _load(model)
+        result = fit_iti(lm, records_from_pairs(pairs), config, progress=True)
+        path = save_vector(result.vector, out)
+        heads = ", ".join(f"{layer}.{head}" for layer, head in result.heads[:8])
+        more = f" (+{len(result.heads) - 8} more)" if len(result.heads) > 8 else ""
+        _console().print(f"fitted iti on {len(pairs)} pairs: {len(result.heads)} heads (layer.head: {heads}{more}), "
+                         f"alpha {alpha:g} -> {path}")
+        return
+    if (k, alpha, direction) != (48, 15.0, "mass_mean"):
+        raise ValueError("--k, --alpha and --direction are options of iti: use `steerlab fit iti PAIRS_FILE`")
+    check_fit_options(how, site, positions)
     pairs = read_pairs(pairs_file)
     lm = _load(model)
+    layers = layers or "middle"
     layer_list = [lm.adapter.n_layers // 2] if layers == "middle" else _parse_layers(layers, lm.adapter.n_layers)
-    vec = fit_vector(lm, pairs, layer_list, method=method, site_kind=site, positions=positions,
+    vec = fit_vector(lm, pairs, layer_list, method=how, site_kind=site, positions=positions,
                      batch_size=batch_size, streaming=streaming, chat=chat, progress=True)
     path = save_vector(vec, out)
-    norms = ", ".join(f"{k}={v:.2f}" for k, v in vec.norms().items())
-    _console().print(f"fitted {method} vector on {len(pairs)} pairs at {len(vec.vectors)} site(s) -> {path}\nnorms: {norms}")
+    norms = ", ".join(f"{key}={v:.2f}" for key, v in vec.norms().items())
+    _console().print(f"fitted {how} vector on {len(pairs)} pairs at {len(vec.vectors)} site(s) -> {path}\nnorms: {norms}")
 
 
 def _read_prompt_args(prompts: list[str] | None, prompts_file: Path | None) -> list[str]:

@@ -43,6 +43,7 @@ __all__ = [
     "ITIConfig",
     "ITIExample",
     "ITIFit",
+    "records_from_pairs",
     "capture_heads",
     "split_by_group",
     "fit_iti",
@@ -107,6 +108,18 @@ class ITIExample:
 
 
 Record = Union[ITIExample, tuple[str, str, int], tuple[str, str, int, str]]
+
+
+def records_from_pairs(pairs: Sequence[Any]) -> list[ITIExample]:
+    """ITI probing records from contrast pairs (:class:`steerlab.ContrastPair`: ``positive``, ``negative``,
+    optional ``prompt``): ``prompt + positive`` labelled 1, ``prompt + negative`` labelled 0, both in one
+    group so that a pair never straddles the train/validation split."""
+    out: list[ITIExample] = []
+    for i, p in enumerate(pairs):
+        prompt = getattr(p, "prompt", None) or ""
+        group = f"pair {i}: {prompt}"
+        out += [ITIExample(prompt, p.positive, 1, group), ITIExample(prompt, p.negative, 0, group)]
+    return out
 
 
 def _examples(records: Sequence[Record]) -> list[ITIExample]:
