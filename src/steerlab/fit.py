@@ -30,6 +30,7 @@ import torch
 from .capture import (Item, Mask, PositionSpec, capture, capture_pair_stats, capture_stats,
                       describe_positions, parse_positions)
 from .models import LoadedModel
+from .runtime import last_token_hidden
 from .sites import Site, SiteKind
 from .vectors import SteeringVector, VectorMeta, library_version
 
@@ -204,7 +205,6 @@ def _vectors_from(x: torch.Tensor, method: str, n_pairs: int) -> torch.Tensor:
 
 def _fit_shared(lm: LoadedModel, pairs: list[ContrastPair], sites: list[Site], method: str,
                 batch_size: int) -> dict[str, torch.Tensor]:
-    from .evals.loglik import last_token_hidden
 
     items = [side for p in pairs for side in p.items()]
     uniq = list(dict.fromkeys(items))
@@ -261,7 +261,7 @@ def fit_vector(
     not grow with the number of pairs; ``probe`` needs the stored activations.
     ``share_prefix=True`` (residual sites, ``positions="last"``, pairs with prompts, no chat
     template, not streaming) reads the activations with
-    :func:`steerlab.evals.loglik.last_token_hidden`: each distinct text once, the prefix all
+    :func:`steerlab.runtime.last_token_hidden`: each distinct text once, the prefix all
     texts share and each distinct prompt run once through a KV cache. Same vectors up to float
     rounding, several times faster when prompts are long and shared (a few-shot primer).
     """

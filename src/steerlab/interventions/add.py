@@ -16,7 +16,7 @@ Masks are computed once per forward step and shared by all layers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
+from typing import Callable, Literal, Sequence, Union
 
 import torch
 
@@ -25,9 +25,12 @@ from ..hooks import HookManager, StepState
 from ..sites import Site
 from ..vectors import SteeringVector
 
-__all__ = ["Steer", "Where", "AddIntervention", "row_ranges"]
+__all__ = ["Steer", "Where", "SteerFrom", "AddIntervention", "row_ranges"]
 
 Where = Union[str, int]
+#: where steering starts when a (context, answer) pair is scored: from the last context token (whose output
+#: predicts the first answer token) or from the first answer token
+SteerFrom = Literal["last_prompt", "answer"]
 _BIG = 1 << 40
 
 

@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from types import UnionType
 from typing import Any, Protocol, Sequence, Union, get_args, get_origin, get_type_hints, runtime_checkable
 
-from ..evals.loglik import SteerFrom
-from ..interventions.add import Steer
+from ..interventions.add import Steer, SteerFrom
 from ..interventions.base import Intervention
 from ..models import LoadedModel
 from ..vectors import SteeringVector
