@@ -62,14 +62,17 @@ def test_batching_and_order_do_not_change_embeddings(tiny_enc):
 
 
 def test_batch_size_controls_forward_calls(tiny):
-    enc = Encoder(tiny)
-    calls = []
-    h = tiny.model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    rows = []
+    h = tiny.model.register_forward_pre_hook(lambda m, a, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
     try:
-        enc.encode(SENTS * 3, batch_size=4)
+        Encoder(tiny, share_prefix=False).encode(SENTS * 3, batch_size=4)
+        assert rows == [4, 4, 1]  # ceil(9 / 4) passes
+        rows.clear()
+        # the shared prompt prefix runs once per batch of two or more rows, as one row
+        Encoder(tiny).encode(SENTS * 3, batch_size=4)
+        assert rows == [1, 4, 1, 4, 1]
     finally:
         h.remove()
-    assert len(calls) == 3  # ceil(9 / 4)
 
 
 def _hf_last_token(lm, text, k):

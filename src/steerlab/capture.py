@@ -33,6 +33,7 @@ import torch
 from .hooks import HookManager, StepState, StopForward, positions_from_mask
 from .models import LoadedModel
 from .progress import ProgressBar
+from .runtime import forward, position_ids
 from .sites import Site, site_width
 
 __all__ = [
@@ -455,10 +456,9 @@ def _iter_batches(
             sel["mask"] = m.to(mask.device)
             store.clear()
             hm.set_state(positions=positions_from_mask(mask), prompt_lens=plens.to(mask.device))
-            pos_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-            with hm, torch.no_grad():  # no_grad, not inference_mode: results stay usable with autograd
-                lm.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos_ids,
-                         use_cache=False)
+            # no_grad, not inference_mode: results stay usable with autograd
+            forward(lm, hm, input_ids=enc["input_ids"], attention_mask=mask, position_ids=position_ids(mask),
+                    use_cache=False)
             missing = [k for k in keys if k not in store]
             if missing:
                 raise RuntimeError(f"no activations recorded at {', '.join(missing)}")

@@ -248,11 +248,19 @@ def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def base_prefix(lm: LoadedModel, ids: Sequence[int]) -> BasePrefix:
-    """Run ``ids`` once (no hooks, no padding) and keep its KV cache as a :class:`BasePrefix`."""
+def base_prefix(lm: LoadedModel, ids: Sequence[int], stop_after: int | None = None) -> BasePrefix:
+    """Run ``ids`` once (no padding, no steering) and keep its KV cache as a :class:`BasePrefix`.
+
+    ``stop_after``: the pass ends after that block (its cache then holds layers ``0..stop_after`` only),
+    for callers whose later passes stop there too (e.g. an embedding read-out layer)."""
     model = lm.model
     x = torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
     cache = DynamicCache(config=model.config)
+    if stop_after is not None:
+        hooks = HookManager(model, lm.adapter).add(Site(SiteKind.RESIDUAL, int(stop_after)), _stop)
+        forward(lm, hooks, input_ids=x, position_ids=position_ids(torch.ones_like(x)), past_key_values=cache,
+                use_cache=True)
+        return BasePrefix(tuple(int(t) for t in ids), cache)
     with torch.no_grad():
         try:
             model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1)
@@ -260,6 +268,10 @@ def base_prefix(lm: LoadedModel, ids: Sequence[int]) -> BasePrefix:
             cache = DynamicCache(config=model.config)
             model(input_ids=x, past_key_values=cache, use_cache=True)
     return BasePrefix(tuple(int(t) for t in ids), cache)
+
+
+def _stop(x: torch.Tensor, site: Site, state: StepState) -> None:
+    raise StopForward
 
 
 #: a shared base prefix is only worth its own forward pass from this many tokens on
@@ -411,6 +423,5 @@ def block_outputs(lm: LoadedModel, layers: Sequence[int], at: torch.Tensor, **kw
         return None
 
     hooks = HookManager(lm.model, lm.adapter).add_many((Site(SiteKind.RESIDUAL, layer), read) for layer in set(layers))
-    with torch.no_grad(), hooks:
-        lm.model(**kw)
+    forward(lm, hooks, **kw)
     return out

@@ -32,6 +32,7 @@ from ..arch import ArchitectureError
 from ..hooks import HookManager, StepState, StopForward
 from ..models import LoadedModel, load_model
 from ..progress import ProgressBar
+from ..runtime import base_prefix, position_ids
 from ..sites import Site, SiteKind
 from .cp import CPConfig, apply_cp, cp_default_alpha, cp_default_layer, record_aux
 from .prompts import AUX_PROMPT, fill, get_prompt, preprocess_sentence, with_placeholder
@@ -344,10 +345,10 @@ class Encoder:
         if n_prefix >= _MIN_PREFIX:
             cache = self._prefix_cache(ids, mask, n_prefix, last_layer)
             ids, mask = _drop_prefix(ids, mask, n_prefix, self.tokenizer.pad_token_id)
-            pos = n_prefix + (mask.long().cumsum(-1) - 1).clamp_min(0)
+            pos = position_ids(mask, offset=n_prefix)
             mask = torch.cat([torch.ones(mask.shape[0], n_prefix, dtype=mask.dtype, device=device), mask], dim=1)
         else:
-            pos = (mask.long().cumsum(-1) - 1).clamp_min(0)
+            pos = position_ids(mask)
         kw: dict[str, Any] = {"attention_mask": mask, "position_ids": pos}
         if cache is not None:
             kw["past_key_values"] = cache
@@ -382,26 +383,10 @@ class Encoder:
         return n
 
     def _prefix_cache(self, ids: torch.Tensor, mask: torch.Tensor, n: int, last_layer: int) -> Any:
-        from transformers import DynamicCache
-
+        """The shared prefix's KV cache (layers ``0..last_layer``), run once and repeated over the batch."""
         start = int(ids.shape[1] - mask[0].sum())
-        prefix = ids[:1, start:start + n]
-        pos = torch.arange(n, device=ids.device)[None]
-        cache = DynamicCache(config=self.model.config)
-
-        def stop(module: Any, args: Any, out: Any) -> None:
-            raise StopForward
-
-        handle = self.adapter.layer(self.model, last_layer).register_forward_hook(stop)
-        try:
-            self.model.base_model(input_ids=prefix, attention_mask=torch.ones_like(prefix), position_ids=pos,
-                                  past_key_values=cache, use_cache=True)
-        except StopForward:
-            pass
-        finally:
-            handle.remove()
-        cache.batch_repeat_interleave(ids.shape[0])
-        return cache
+        prefix = ids[0, start:start + n].tolist()
+        return base_prefix(self.lm, prefix, stop_after=last_layer).expand(ids.shape[0])
 
     def _run(self, kw: dict[str, torch.Tensor], pst_pos: torch.Tensor | None, hm: HookManager,
              final_norm_store: dict[int, torch.Tensor] | None = None) -> None:

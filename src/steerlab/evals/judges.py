@@ -40,6 +40,8 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from ..runtime import position_ids
+
 __all__ = [
     "JudgeResult",
     "Judge",
@@ -398,8 +400,8 @@ class HFJudge(BaseJudge):
             for s in range(0, len(prompts), self.batch_size):
                 enc = tok(list(prompts[s:s + self.batch_size]), return_tensors="pt", padding=True)
                 mask = enc["attention_mask"].to(dev)
-                pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-                logits = model(input_ids=enc["input_ids"].to(dev), attention_mask=mask, position_ids=pos).logits
+                logits = model(input_ids=enc["input_ids"].to(dev), attention_mask=mask,
+                               position_ids=position_ids(mask)).logits
                 probs = logits[:, -1, :].float().softmax(-1)[:, yes]
                 out.extend(float(p) for p in probs.cpu())
         return out

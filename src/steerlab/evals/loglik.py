@@ -43,7 +43,7 @@ from ..interventions.base import Intervention
 from ..models import LoadedModel
 from ..progress import ProgressBar
 from ..runtime import (MIN_BASE_PREFIX, BasePrefix, Batch, EncodedPair, base_prefix, batches, cache_shareable,
-                       collate, common_prefix_len, copy_cache, encode_pair, group_batches, last_token_hidden,
+                       collate, common_prefix_len, copy_cache, encode_pair, forward, group_batches, last_token_hidden,
                        position_ids, prefix_cache, suffix_batch, token_logprobs)
 from ..vectors import SteeringVector
 
@@ -192,9 +192,8 @@ def _suffix_logprobs(lm: LoadedModel, pairs: Sequence[EncodedPair], pmask: torch
         starts = (context_lens - offset).clamp(min=0).tolist()
         AddIntervention([Steer(steer.vector, steer.strength, int(s)) for s in starts]).install(hooks, context_lens)
     hooks.set_state(positions=positions, prompt_lens=context_lens)
-    with torch.no_grad(), hooks:
-        logits = model(input_ids=sids, attention_mask=full_mask, position_ids=spos, past_key_values=cache,
-                       use_cache=True).logits
+    logits = forward(lm, hooks, input_ids=sids, attention_mask=full_mask, position_ids=spos, past_key_values=cache,
+                     use_cache=True).logits
     # log-softmax only where a continuation token is predicted (no work on padding)
     need = smask[:, 1:].bool()
     sel = logits[:, :-1][need].float()
