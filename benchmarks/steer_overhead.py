@@ -28,12 +28,19 @@ steering (all three add the vector to the output of ``model.model.layers[i]`` at
 
 Writes ``docs/bench/steer_overhead.json`` and the "## Steering overhead" section of
 ``docs/benchmarks.md`` (other sections of that file are left as they are).
+
+``--monitor`` measures something else, quickly (about 2 minutes): what a monitor costs
+(``generate(monitors=[...])`` with a monitor that reads one site and never acts) and that
+``generate`` without one costs what it did before monitors existed (``--before REF``: the
+``generate`` of that git commit, run in this process against the same model). Peers are not run.
+Writes ``docs/bench/monitor_overhead.json`` and the "## Generate with a monitor" section.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -50,6 +57,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "benchmarks" / "peers" / "peer_runner.py"
 SECTION = "## Steering overhead"
+MONITOR_SECTION = "## Generate with a monitor"
 
 PROMPTS = [
     "The capital of France is",
@@ -78,6 +86,13 @@ LABELS = {
     "repeng_plain": "repeng venv: plain `generate`",
     "repeng_one": "(f) repeng, 1 layer",
     "repeng_all": "(f) repeng, all layers",
+}
+
+MONITOR_LABELS = {
+    "hf_plain": "(a) HF `model.generate`, no hooks",
+    "steerlab_before": "(b0) steerlab `generate` before monitors (`--before`)",
+    "steerlab_none": "(b) steerlab `generate`, no monitor",
+    "steerlab_noop": "(g) steerlab `generate`, a no-op monitor reading one site",
 }
 
 
@@ -110,18 +125,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-write", action="store_true", help="print the table only, write no file")
     ap.add_argument("--render", metavar="JSON", default=None,
                     help="measure nothing: recompute the summary of a saved JSON report, rewrite it and the markdown section")
+    ap.add_argument("--monitor", action="store_true",
+                    help="measure the monitor overhead instead (no peers; 16 tokens unless given; writes "
+                    "docs/bench/monitor_overhead.json and its docs/benchmarks.md section)")
+    ap.add_argument("--before", metavar="REF", default=None,
+                    help="with --monitor: also time the generate of this git commit (e.g. the one before monitors)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 4 tokens, 1 warm-up and 1 timed round (unless given); "
                     "writes nothing unless --json/--markdown are given")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     quick = {"tokens": 4, "repeats": 1, "warmup": 1}
-    full = {"tokens": 64, "repeats": 5, "warmup": 1}
+    full = {"tokens": 16 if args.monitor else 64, "repeats": 5, "warmup": 1}
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    if args.before and not args.monitor:
+        ap.error("--before only applies with --monitor")
     if not args.quick and not args.no_write:
-        args.json = args.json or str(ROOT / "docs" / "bench" / "steer_overhead.json")
+        name = "monitor_overhead.json" if args.monitor else "steer_overhead.json"
+        args.json = args.json or str(ROOT / "docs" / "bench" / name)
         args.markdown = args.markdown or str(ROOT / "docs" / "benchmarks.md")
     if args.render:
         args.json = None  # the report is read, not measured: its targets are recomputed and it is rewritten
@@ -184,6 +207,8 @@ class Local:
             "one": steerlab.SteeringVector({f"residual.{args.layer}": self.vectors[args.layer]}, meta),
             "all": steerlab.SteeringVector({f"residual.{i}": v for i, v in self.vectors.items()}, meta),
         }
+        self.monitor_layer = args.layer
+        self.before = load_generate_at(args.before) if getattr(args, "before", None) else None
         self.prompts = {b: [PROMPTS[i % len(PROMPTS)] for i in range(b)] for b in args.batch_sizes}
         self.enc = {b: self.lm.encode(p) for b, p in self.prompts.items()}
 
@@ -196,12 +221,51 @@ class Local:
                 out = self.lm.model.generate(**enc, max_new_tokens=tokens, do_sample=False)
                 dt, dc = time.perf_counter() - t0, time.process_time() - c0
             return dt, dc, out[:, enc["input_ids"].shape[1]:].tolist()
+        if setting in ("steerlab_before", "steerlab_noop"):
+            gen = self.before if setting == "steerlab_before" else steerlab.generate
+            kw = {"monitors": [NoopMonitor(self.monitor_layer)]} if setting == "steerlab_noop" else {}
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = gen(self.lm, self.prompts[batch], max_new_tokens=tokens, do_sample=False, **kw)
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            return dt, dc, [list(t) for t in out.tokens]
         steer = None if setting == "steerlab_none" else self.steer[setting.split("_")[1]]
         t0, c0 = time.perf_counter(), time.process_time()
         out = steerlab.generate(self.lm, self.prompts[batch], steer=steer, strength=1.0, where="all",
                                 max_new_tokens=tokens, do_sample=False)
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         return dt, dc, [list(t) for t in out.tokens]
+
+
+class NoopMonitor:
+    """A monitor that reads ``residual.<layer>`` every step and never acts (the cost of the monitor path)."""
+
+    def __init__(self, layer: int) -> None:
+        from steerlab.sites import Site
+
+        self.sites = [Site.residual(layer)]
+
+    def step(self, reading: Any) -> list[None]:
+        return [None] * reading.batch_size
+
+
+def load_generate_at(ref: str) -> Callable[..., Any]:
+    """``steerlab.generate`` as it was at git commit ``ref`` (its module loaded under another name, so it
+    runs against today's other modules)."""
+    try:
+        src = subprocess.run(["git", "show", f"{ref}:src/steerlab/generate.py"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(f"--before {ref}: cannot read src/steerlab/generate.py at that commit: {e}") from None
+    tmp = tempfile.NamedTemporaryFile("w", prefix="generate_before_", suffix=".py", delete=False)
+    with tmp:
+        tmp.write(src)
+    spec = importlib.util.spec_from_file_location("steerlab._generate_before", tmp.name)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    os.unlink(tmp.name)
+    return mod.generate
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,7 +419,8 @@ def compute_targets(results: dict[str, dict[str, Any]], batch_sizes: list[int]) 
     return targets
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def _setup(args: argparse.Namespace) -> tuple["Local", str]:
+    """Threads, the local model and its checks; the uptime line printed when loading started."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -365,6 +430,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     local = Local(args)
     if not 0 <= args.layer < local.n_layers:
         raise SystemExit(f"--layer must be in 0..{local.n_layers - 1}")
+    return local, load_start
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    local, load_start = _setup(args)
     runners: dict[str, Callable[[int, int], tuple[float, float, list[list[int]]]]] = {
         s: (lambda b, n, s=s: local.run(s, b, n)) for s in ("hf_plain", "steerlab_none", "steerlab_one", "steerlab_all")
     }
@@ -615,11 +685,11 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the '## Steering overhead' section of ``path`` (or append it), keep the rest."""
+def write_section(path: Path, section: str, title: str = SECTION) -> None:
+    """Replace the ``title`` section of ``path`` (or append it), keep the rest."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     lines = text.splitlines()
-    start = next((i for i, l in enumerate(lines) if l.strip() == SECTION), None)
+    start = next((i for i, l in enumerate(lines) if l.strip() == title), None)
     if start is None:
         new = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
     else:
@@ -634,16 +704,122 @@ def write_section(path: Path, section: str) -> None:
     os.replace(tmp, path)
 
 
+def run_monitor(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--monitor`` measurement: HF generate, steerlab generate before monitors (``--before``), now
+    without a monitor, now with a no-op monitor; interleaved rounds, as :func:`run`."""
+    local, load_start = _setup(args)
+    settings = ["hf_plain"] + (["steerlab_before"] if local.before is not None else []) + ["steerlab_none", "steerlab_noop"]
+    times: dict[str, dict[int, list[float]]] = {s: {b: [] for b in args.batch_sizes} for s in settings}
+    cpu: dict[str, dict[int, list[float]]] = {s: {b: [] for b in args.batch_sizes} for s in settings}
+    seen: dict[str, dict[int, list[list[list[int]]]]] = {s: {b: [] for b in args.batch_sizes} for s in settings}
+    rounds = args.warmup + args.repeats
+    for r in range(rounds):
+        timed = r >= args.warmup
+        for b in args.batch_sizes:
+            k = r % len(settings)
+            for s in settings[k:] + settings[:k]:
+                dt, dc, toks = local.run(s, b, args.tokens)
+                seen[s][b].append(toks)
+                if timed:
+                    times[s][b].append(dt)
+                    cpu[s][b].append(dc)
+                print(f"[steer_overhead] round {r + 1}/{rounds}{'' if timed else ' (warm-up)'} batch {b} {s:16s} "
+                      f"{b * args.tokens / dt:8.2f} tok/s wall {b * args.tokens / dc:8.2f} tok/s cpu", flush=True)
+    load_end = uptime()
+    print(f"[steer_overhead] {load_end}", flush=True)
+    results: dict[str, dict[str, Any]] = {}
+    for s in settings:
+        results[s] = {}
+        for b in args.batch_sizes:
+            entry: dict[str, Any] = {"deterministic": all(t == seen[s][b][0] for t in seen[s][b]),
+                                     "tokens": seen[s][b][0]}
+            for kind, tab in (("", times), ("cpu_", cpu)):
+                tps = [b * args.tokens / t for t in tab[s][b]]
+                entry.update({f"{kind}seconds": tab[s][b], f"{kind}median_tokens_per_s": statistics.median(tps),
+                              f"{kind}min_tokens_per_s": min(tps), f"{kind}max_tokens_per_s": max(tps)})
+                for base in ("hf_plain", "steerlab_none"):
+                    entry[f"{kind}ratio_to_{base}"] = statistics.median(
+                        tb / t for t, tb in zip(tab[s][b], tab[base][b]))
+            results[s][str(b)] = entry
+    checks = []
+    for a, bb, what in (("steerlab_none", "hf_plain", "our decode loop reproduces HF greedy decoding"),
+                        ("steerlab_before", "steerlab_none", "no monitor: the same tokens as before monitors"),
+                        ("steerlab_noop", "steerlab_none", "a no-op monitor changes no token")):
+        for b in args.batch_sizes:
+            if a in seen and bb in seen:
+                c = compare(seen[a][b][0], seen[bb][b][0])
+                if c is not None:
+                    checks.append({"a": a, "b": bb, "batch": b, "what": what, **c})
+    cmd = "python benchmarks/steer_overhead.py" + ("" if not args.argv else " " + " ".join(shlex.quote(a) for a in args.argv))
+    return {
+        "benchmark": "monitor_overhead",
+        "command": cmd,
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(args.threads),
+        "load": {"start": load_start, "end": load_end},
+        "model": {"name": local.lm.name, "n_layers": local.n_layers, "hidden_size": local.hidden,
+                  "dtype": str(local.lm.dtype).replace("torch.", "")},
+        "config": {"batch_sizes": args.batch_sizes, "tokens": args.tokens, "repeats": args.repeats,
+                   "warmup": args.warmup, "layer": args.layer, "threads": args.threads, "before": args.before,
+                   "prompts": PROMPTS, "greedy": True, "eos": "ignored"},
+        "settings": {s: MONITOR_LABELS[s] for s in settings},
+        "results": results,
+        "cross_check": checks,
+    }
+
+
+def monitor_markdown(rep: dict[str, Any]) -> str:
+    m, cfg = rep["machine"], rep["config"]
+    out = [MONITOR_SECTION, ""]
+    out.append(f"Command: `{rep['command']}` (about 2 minutes; `--before REF` times the `generate` of git commit "
+               f"REF, loaded from `git show`, against today's other modules).")
+    out.append("")
+    out.append(f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, torch {m['torch']} with {m['torch_threads']} intra-op "
+               f"thread(s), transformers {m['transformers']}, Python {m['python']}; {rep['date_utc']}. Shared with other "
+               f"jobs: `uptime` at start `{rep['load']['start']}`, at end `{rep['load']['end']}`.")
+    out.append("")
+    out.append(f"Model: embedded {rep['model']['name']} ({rep['model']['dtype']}). Greedy, {cfg['tokens']} new tokens "
+               f"per row with EOS ignored, the first b of the benchmark's {len(cfg['prompts'])} fixed prompts, unsteered. The no-op "
+               f"monitor reads `residual.{cfg['layer']}` every step and answers None for every row (what any monitor "
+               f"costs: a read hook, one host sync and a Python call per step). Median of {cfg['repeats']} interleaved "
+               f"rounds after {cfg['warmup']} warm-up round(s), [min-max]; 'x (b)' = median over rounds of the time of "
+               f"(b) / the time of the setting in the same round (> 1: faster than (b)), 'x (a)' the same against (a). "
+               f"Ratios within a few percent of 1 are within this run's noise: (a) and (b0) differ from (b) by as much.")
+    out.append("")
+    out += ["| setting | batch | tok/s wall | x (b) wall | tok/s CPU | x (b) CPU | x (a) CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for b in cfg["batch_sizes"]:
+        for s, label in rep["settings"].items():
+            r = rep["results"][s][str(b)]
+            out.append(f"| {label} | {b} | {r['median_tokens_per_s']:.1f} [{r['min_tokens_per_s']:.1f}-"
+                       f"{r['max_tokens_per_s']:.1f}] | {r['ratio_to_steerlab_none']:.3f} | "
+                       f"{r['cpu_median_tokens_per_s']:.1f} [{r['cpu_min_tokens_per_s']:.1f}-{r['cpu_max_tokens_per_s']:.1f}] | "
+                       f"{r['cpu_ratio_to_steerlab_none']:.3f} | {r['cpu_ratio_to_hf_plain']:.3f} |")
+    out.append("")
+    out += ["| compared | batch | identical rows | meaning |", "|---|---:|---:|---|"]
+    for c in rep["cross_check"]:
+        out.append(f"| {c['a']} vs {c['b']} | {c['batch']} | {c['identical_rows']}/{c['rows']} | {c['what']} |")
+    nondet = [f"{s} b={b}" for s, d in rep["results"].items() for b, r in d.items() if not r.get("deterministic")]
+    out.append("")
+    out.append("All settings produced the same tokens in every round." if not nondet
+               else f"Settings whose tokens changed between rounds: {', '.join(nondet)}.")
+    out.append("")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
         rep = json.loads(Path(args.render).read_text())
-        rep["targets"] = compute_targets(rep["results"], rep["config"]["batch_sizes"])
+        if rep.get("benchmark") != "monitor_overhead":
+            rep["targets"] = compute_targets(rep["results"], rep["config"]["batch_sizes"])
         if not args.no_write:
             args.json = args.json or args.render
     else:
-        rep = run(args)
-    md = markdown(rep)
+        rep = run_monitor(args) if args.monitor else run(args)
+    is_monitor = rep.get("benchmark") == "monitor_overhead"
+    md = monitor_markdown(rep) if is_monitor else markdown(rep)
+    title = MONITOR_SECTION if is_monitor else SECTION
     print()
     print(md)
     if args.json:
@@ -652,8 +828,8 @@ def main(argv: list[str] | None = None) -> int:
         p.write_text(json.dumps(rep, indent=1) + "\n")
         print(f"[steer_overhead] wrote {p}")
     if args.markdown:
-        write_section(Path(args.markdown), md)
-        print(f"[steer_overhead] wrote section '{SECTION}' of {args.markdown}")
+        write_section(Path(args.markdown), md, title)
+        print(f"[steer_overhead] wrote section '{title}' of {args.markdown}")
     return 0
 
 

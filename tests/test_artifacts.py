@@ -52,15 +52,20 @@ def test_round_trip_and_header(tiny, tmp_path) -> None:
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + n])
     meta = json.loads(header["__metadata__"]["steerlab"])
-    assert header["__metadata__"]["format"] == "steerlab.vector/1"
-    assert meta["model_name"] == "tiny-llama" and meta["hidden_size"] == 64
-    assert meta["heads"] == {"heads.2": [1, 3]}
+    assert header["__metadata__"]["format"] == "steerlab.intervention/1"
+    assert meta["kind"] == "vector" and meta["method"] == "mean_diff" and meta["positions"] == "last"
+    assert meta["model"] == {"name": "tiny-llama", "architecture": "llama", "hidden_size": 64, "n_layers": 4,
+                             "n_heads": 0, "head_dim": 0, "heads_width": 64}
+    assert meta["tensors"] == {"heads.2": {"role": "vector", "site": "heads.2", "heads": [1, 3]},
+                               "residual.0": {"role": "vector", "site": "residual.0"},
+                               "residual.3": {"role": "vector", "site": "residual.3"}}
     assert header["residual.3"]["shape"] == [64] and header["residual.3"]["dtype"] == "F32"
     with safe_open(str(path), framework="pt") as f:
         assert f.metadata()["steerlab"] == header["__metadata__"]["steerlab"]
     side = json.loads((tmp_path / "happy.json").read_text())
     assert side["meta"]["method"] == "mean_diff" and side["meta"]["extra"] == {"n_pairs": 7}
     assert side["sites"]["heads.2"]["norm"] == pytest.approx(float(torch.arange(64.0).norm()), rel=1e-6)
+    assert side["sites"] == side["tensors"] and sorted(side["sites"]) == ["heads.2", "residual.0", "residual.3"]
 
     back = load_vector(path, tiny)
     assert back.meta == vec.meta
@@ -222,3 +227,42 @@ def test_arithmetic_across_models_raises(tiny) -> None:
     with pytest.raises(ValueError, match=r"^cannot combine vectors of different models: hidden_size differs "
                                          r"\(64 vs 128\)$"):
         a + wide
+
+
+def _old_format_file(path: Path, vec: SteeringVector) -> Path:
+    """A vector file exactly as ``save_vector`` wrote it before the intervention format (``steerlab.vector/1``):
+    bare site keys as tensor names, the VectorMeta JSON under ``steerlab``."""
+    meta = {"steerlab": json.dumps(vec.meta.to_json(), sort_keys=True), "format": "steerlab.vector/1"}
+    _raw_save(path, {k: v.contiguous() for k, v in vec.vectors.items()}, meta)
+    return path
+
+
+def test_vector_files_of_the_old_format_still_load(tiny, tmp_path) -> None:
+    vec = _vec(tiny, layers=(1, 3), extra={"n_pairs": 3})
+    vec = SteeringVector({**vec.vectors, "heads.2": torch.arange(64, dtype=torch.float32)},
+                         replace(vec.meta, heads={"heads.2": (0, 2)}))
+    old = _old_format_file(tmp_path / "old.safetensors", vec)
+    back = load_vector(old, tiny)
+    assert back.meta == vec.meta and back.vectors.keys() == vec.vectors.keys()
+    assert all(torch.equal(back.vectors[k], vec.vectors[k]) for k in vec.vectors)
+    loaded = art.load_intervention(old, tiny)
+    assert loaded.kind == "vector" and sorted(loaded.tensors) == ["heads.2", "residual.1", "residual.3"]
+    assert loaded.specs["heads.2"].heads == (0, 2) and loaded.model.hidden_size == 64
+    # re-saved, it is written in the new format and reads back the same
+    new = save_vector(back, tmp_path / "new.safetensors")
+    with safe_open(str(new), framework="pt") as f:
+        assert f.metadata()["format"] == "steerlab.intervention/1"
+    again = load_vector(new, tiny)
+    assert again.meta == vec.meta and all(torch.equal(again.vectors[k], vec.vectors[k]) for k in vec.vectors)
+    # a file from before the format key existed (metadata only) loads too
+    bare_meta = tmp_path / "older.safetensors"
+    _raw_save(bare_meta, {"residual.1": vec.vectors["residual.1"]}, {"steerlab": json.dumps(vec.meta.to_json())})
+    assert torch.equal(load_vector(bare_meta, tiny).vectors["residual.1"], vec.vectors["residual.1"])
+    # and an unknown format is refused by name
+    future = tmp_path / "future.safetensors"
+    _raw_save(future, {"residual.1": vec.vectors["residual.1"]},
+              {"steerlab": json.dumps(vec.meta.to_json()), "format": "steerlab.vector/9"})
+    with pytest.raises(VectorError, match=r"has format 'steerlab.vector/9'; this steerlab reads "
+                                          r"steerlab.intervention/1 and steerlab.vector/1$"):
+        load_vector(future)
+

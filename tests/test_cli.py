@@ -137,7 +137,7 @@ def test_fit_iti_then_generate(model_dirs, tmp_path) -> None:
     """`steerlab fit iti PAIRS` saves exactly fit_iti's vector (records from the pairs), and `generate` steers with
     it as the library does."""
     import steerlab as sl
-    from steerlab.interventions.iti import ITIConfig, fit_iti, records_from_pairs
+    from steerlab.interventions.iti import ITIConfig, fit_iti, load_iti, records_from_pairs
     from steerlab.io import read_pairs
 
     pairs = tmp_path / "qa.jsonl"
@@ -151,6 +151,9 @@ def test_fit_iti_then_generate(model_dirs, tmp_path) -> None:
     lm = sl.load_model(model_dirs["llama"])
     saved = sl.load_vector(vec, lm)
     ref = fit_iti(lm, records_from_pairs(read_pairs(pairs)), ITIConfig(k=3, alpha=5.0, batch_size=8))
+    whole = load_iti(vec, lm)  # the file holds the whole fit, not only its vector
+    assert whole.heads == ref.heads and torch.equal(whole.sigma, ref.sigma)
+    torch.testing.assert_close(whole.directions, ref.directions)
     assert saved.vectors.keys() == ref.vector.vectors.keys() and all(s.kind.value == "heads" for s in saved.sites)
     for key, v in ref.vector.vectors.items():
         torch.testing.assert_close(saved.vectors[key], v)

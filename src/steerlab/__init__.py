@@ -20,6 +20,7 @@ _LAZY: dict[str, str] = {
     "ModelLoadError": "models",
     "Site": "sites",
     "SiteKind": "sites",
+    "TrainableAdd": "interventions.trainable",
     "Steer": "interventions",
     "SteeringVector": "vectors",
     "StepState": "hooks",
@@ -29,11 +30,14 @@ _LAZY: dict[str, str] = {
     "capture": "capture",
     "capture_stats": "capture",
     "export_gguf": "artifacts",
+    "fit_intervention": "train",
     "fit_vector": "fit",
     "generate": "generate",
     "get_adapter": "arch",
+    "load_intervention": "artifacts",
     "load_model": "models",
     "load_vector": "artifacts",
+    "save_intervention": "artifacts",
     "save_vector": "artifacts",
     "wrap_model": "models",
 }
@@ -50,6 +54,7 @@ __all__ = [
     "ModelLoadError",
     "Site",
     "SiteKind",
+    "TrainableAdd",
     "Steer",
     "StepState",
     "SteeringVector",
@@ -59,11 +64,14 @@ __all__ = [
     "capture",
     "capture_stats",
     "export_gguf",
+    "fit_intervention",
     "fit_vector",
     "generate",
     "get_adapter",
+    "load_intervention",
     "load_model",
     "load_vector",
+    "save_intervention",
     "save_vector",
     "wrap_model",
 ]
@@ -97,7 +105,9 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
     from .arch import ArchAdapter, ArchitectureError, get_adapter
-    from .artifacts import VectorError, export_gguf, load_vector, save_vector
+    from .artifacts import VectorError, export_gguf, load_intervention, load_vector, save_intervention, save_vector
+    from .interventions.trainable import TrainableAdd
+    from .train import fit_intervention
     from .capture import capture, capture_stats
     from .embed import Encoder
     from .fit import ContrastPair, fit_vector

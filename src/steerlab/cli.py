@@ -205,7 +205,7 @@ def fit(
     # everything that needs no model is checked before it loads, and the output before the fit
     check_vector_output(out)
     if how == "iti":
-        from .interventions.iti import ITIConfig, fit_iti, records_from_pairs
+        from .interventions.iti import ITIConfig, fit_iti, records_from_pairs, save_iti
 
         given = [name for name, on in (("--layers", layers is not None), ("--site", site != "residual"),
                                        ("--positions", positions != "last"), ("--streaming", streaming)) if on]
@@ -216,7 +216,8 @@ def fit(
         pairs = read_pairs(pairs_file)
         lm = _load(model)
         result = fit_iti(lm, records_from_pairs(pairs), config, progress=True)
-        path = save_vector(result.vector, out)
+        # the whole fit (vector, probes, directions, sigma, heads, split): `generate --vector` reads its vector
+        path = save_iti(result, out, data={"pairs": str(pairs_file), "n_pairs": len(pairs)})
         heads = ", ".join(f"{layer}.{head}" for layer, head in result.heads[:8])
         more = f" (+{len(result.heads) - 8} more)" if len(result.heads) > 8 else ""
         _console().print(f"fitted iti on {len(pairs)} pairs: {len(result.heads)} heads (layer.head: {heads}{more}), "

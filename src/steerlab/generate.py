@@ -18,11 +18,14 @@ from typing import Any, Sequence, Union
 import torch
 
 from .artifacts import check_vector, load_vector
-from .hooks import HookManager
-from .interventions.add import AddIntervention, Steer, Where
+from .hooks import EditFn, HookManager, StepState
+from .interventions.add import AddIntervention, AddState, Steer, Where
 from .interventions.base import Intervention
 from .models import LoadedModel
+from .monitors import Action, Continue, Monitor, Rewind, RowAnswer, SetSteer, StepReading, Stop
 from .progress import ProgressBar
+from .runtime import position_ids
+from .sites import Site
 from .vectors import SteeringVector
 
 __all__ = ["GenerationConfig", "GenerationOutput", "GenerationInterrupted", "generate", "normalize_steer",
@@ -205,6 +208,8 @@ def generate(
     use_cache: bool = True,
     interventions: Sequence[Intervention] = (),
     progress: bool | ProgressBar = False,
+    monitors: Sequence[Monitor] = (),
+    max_steps: int | None = None,
 ) -> GenerationOutput:
     """Generate from ``prompts`` while steering.
 
@@ -222,6 +227,13 @@ def generate(
     ``progress``: True shows a bar over the decode steps (tokens) on stderr; a
     :class:`~steerlab.progress.ProgressBar` (e.g. the CLI's, across batches) is reset to this call's
     steps and advanced per token instead.
+
+    ``monitors`` (:mod:`steerlab.monitors`) read activations at their sites after every decode step
+    and may rewind, re-steer or stop single rows; a rewound row continues exactly as a fresh run
+    from its kept tokens would. With monitors, rows decode until each has ``max_new_tokens`` kept
+    tokens (or ends), at most ``max_steps`` decode steps in all (default ``4 * max_new_tokens``;
+    rows still running then end with finish reason ``"max_steps"``). Without monitors the loop is
+    the plain one (no reads, no per-row work).
     """
     prompts = check_prompts(prompts)
     cfg = GenerationConfig(max_new_tokens, do_sample, temperature, top_p, top_k, seed,
@@ -241,11 +253,29 @@ def generate(
     max_pad = int(pads.max())
     device = ids.device
 
+    monitor_list = _check_monitors(monitors, max_steps)
     hooks = HookManager(model, lm.adapter)
-    if steers is not None and any(s is not None for s in steers):
+    steer_state: AddState | None = None
+    if monitor_list:  # per-row steering that SetSteer can change, on the call's sites and the monitors' steer_sites
+        extra = [Site.parse(site).normalized(lm.adapter) if isinstance(site, str) else site.normalized(lm.adapter)
+                 for m in monitor_list for site in getattr(m, "steer_sites", ())]
+        if extra or (steers is not None and any(s is not None for s in steers)):
+            steer_state = AddIntervention(steers or [None] * b).install(hooks, prompt_lens, per_row=True,
+                                                                        extra_sites=extra)
+    elif steers is not None and any(s is not None for s in steers):
         AddIntervention(steers).install(hooks, prompt_lens)
     for iv in interventions:
         iv.install(hooks, prompt_lens)
+    reads: dict[str, torch.Tensor] = {}
+    if monitor_list:  # read-only hooks, added last: they see every edit made at their site
+        read = _reader(reads)
+        seen: set[Site] = set()
+        for m in monitor_list:
+            for site in m.sites:
+                site = Site.parse(site) if isinstance(site, str) else site
+                if site.normalized(lm.adapter) not in seen:
+                    seen.add(site.normalized(lm.adapter))
+                    hooks.add(site, read)
 
     eos = torch.tensor(_eos_ids(lm) or [-1], device=device)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else int(eos[0])
@@ -257,6 +287,8 @@ def generate(
     out_tokens = torch.empty(b, 0, dtype=torch.long, device=device)
     unfinished = torch.ones(b, dtype=torch.bool, device=device)
     stopped_by_string = [False] * b
+    rows = _Monitored(lm, monitor_list, prompt_lens.tolist(), n_new, cfg, steer_state) if monitor_list else None
+    limit = n_new if rows is None else (max_steps if max_steps is not None else 4 * n_new)
     cache = None
     if cfg.use_cache:
         from transformers import DynamicCache
@@ -273,17 +305,20 @@ def generate(
         if own_bar:
             stack.enter_context(bar)
         try:
-            for step in range(n_new):
+            for step in range(limit):
                 if cache is not None and step > 0:
-                    inp = out_tokens[:, -1:]
+                    inp = full_ids[:, -1:]
                     cache_len = cache.get_seq_length()
-                    positions = (cache_len - pads)[:, None]  # position of the new token in its row
                     pos_ids = full_mask.long().sum(-1, keepdim=True) - 1
-                    min_position = cache_len - max_pad  # known on the host: no device sync needed
+                    if rows is None:
+                        positions = (cache_len - pads)[:, None]  # position of the new token in its row
+                        min_position = cache_len - max_pad  # known on the host: no device sync needed
+                    else:  # rows may have been rewound: count the kept (unmasked) tokens
+                        positions, min_position = pos_ids, None
                 else:
                     inp = full_ids
                     positions = torch.where(full_mask.bool(), full_mask.long().cumsum(-1) - 1, -1)
-                    pos_ids = (full_mask.long().cumsum(-1) - 1).masked_fill(full_mask == 0, 1)
+                    pos_ids = position_ids(full_mask)
                     min_position = None
                 hooks.set_state(positions=positions, prompt_lens=prompt_lens, min_position=min_position)
                 out = model(
@@ -296,6 +331,14 @@ def generate(
                 )
                 nxt = _select(out.logits[:, -1, :], cfg, gen)
                 nxt = torch.where(unfinished, nxt, torch.full_like(nxt, pad_id))
+                if rows is not None:  # an ended row's pad tokens are not part of its text: masked out
+                    full_ids = torch.cat([full_ids, nxt[:, None]], dim=1)
+                    full_mask = torch.cat([full_mask, unfinished.long()[:, None]], dim=1)
+                    bar.advance(1)
+                    rows.after_step(step, nxt, unfinished, eos, full_ids, full_mask, stopped_by_string, reads)
+                    if not rows.any_running():
+                        break
+                    continue
                 out_tokens = torch.cat([out_tokens, nxt[:, None]], dim=1)
                 full_ids = torch.cat([full_ids, nxt[:, None]], dim=1)
                 full_mask = torch.cat([full_mask, torch.ones_like(nxt)[:, None]], dim=1)
@@ -310,11 +353,144 @@ def generate(
                     break
         except KeyboardInterrupt:
             interrupted = True
-    output = _finish(lm, prompts, out_tokens, eos, stopped_by_string, cfg, chat, system,
-                     unfinished if interrupted else None)
+    if rows is not None:
+        token_lists, reasons = rows.gen, rows.final_reasons(interrupted)
+    else:
+        token_lists, reasons = out_tokens.tolist(), [None] * b
+    output = _finish(lm, prompts, token_lists, eos, stopped_by_string, cfg, chat, system,
+                     unfinished if interrupted else None, reasons)
     if interrupted:
         raise GenerationInterrupted(output) from None
     return output
+
+
+def _check_monitors(monitors: Sequence[Monitor] | Monitor | None, max_steps: int | None) -> list[Monitor]:
+    """``monitors`` as a list (one monitor alone, or None, accepted); a TypeError naming a bad entry."""
+    items = [] if monitors is None else [monitors] if isinstance(monitors, Monitor) else list(monitors)
+    for i, m in enumerate(items):
+        if not isinstance(m, Monitor):
+            raise TypeError(f"monitor {i + 1} ({type(m).__name__}) needs a 'sites' list and a step(reading) method")
+    if max_steps is not None:
+        if not items:
+            raise ValueError("max_steps only applies with monitors=: drop it or pass a monitor")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    return items
+
+
+def _reader(reads: dict[str, torch.Tensor]) -> EditFn:
+    """A read-only hook function storing the last processed position of every row (float32) in ``reads``."""
+
+    def read(x: torch.Tensor, site: Site, state: StepState) -> None:
+        reads[site.key] = x[:, -1].detach().to(torch.float32, copy=True)
+        return None
+
+    return read
+
+
+def _as_actions(answer: RowAnswer) -> Sequence[Action]:
+    if answer is None:
+        return ()
+    if isinstance(answer, (Continue, Rewind, SetSteer, Stop)):
+        return (answer,)
+    if isinstance(answer, (list, tuple)):
+        return answer
+    raise TypeError(f"a monitor answered {answer!r} for a row: use None, Continue(), Rewind(k), SetSteer(...), "
+                    f"Stop() or a list of them")
+
+
+class _Monitored:
+    """Host-side per-row state of a call with monitors: kept tokens, how rows ended, and the actions.
+
+    The batch decodes in lockstep, one new cache slot per step for every row. A row's real tokens
+    are the slots whose attention-mask entry is 1, in order (its prompt, then its kept generated
+    tokens; the last one is the token fed at the next step). :meth:`_rewind` masks out the dropped
+    slots and writes the last kept token into the newest slot, to be fed again: its position id
+    (the count of real tokens before it) is what it had, so the continuation is that of a fresh run.
+    """
+
+    def __init__(self, lm: LoadedModel, monitors: list[Monitor], prompt_lens: list[int], n_new: int,
+                 cfg: GenerationConfig, steer_state: AddState | None) -> None:
+        self.lm, self.monitors, self.prompt_lens, self.n_new, self.cfg = lm, monitors, prompt_lens, n_new, cfg
+        self.steer_state = steer_state
+        b = len(prompt_lens)
+        self.gen: list[list[int]] = [[] for _ in range(b)]
+        self.running = [True] * b
+        self.stopped = [False] * b
+        self._checked: set[int] = set()
+
+    def any_running(self) -> bool:
+        return any(self.running)
+
+    def final_reasons(self, interrupted: bool) -> list[str | None]:
+        """Finish reasons that :func:`_finish` cannot see from the tokens (None: let it decide)."""
+        return ["stopped" if st else ("max_steps" if run and not interrupted else None)
+                for st, run in zip(self.stopped, self.running)]
+
+    def after_step(self, step: int, nxt: torch.Tensor, unfinished: torch.Tensor, eos: torch.Tensor,
+                   full_ids: torch.Tensor, full_mask: torch.Tensor, stopped_by_string: list[bool],
+                   reads: dict[str, torch.Tensor]) -> None:
+        """Record the step's tokens, ask the monitors, apply their actions (``unfinished``, ``full_ids``
+        and ``full_mask`` are updated in place)."""
+        toks = nxt.tolist()
+        active = unfinished.tolist()
+        eos_set = set(eos.tolist())
+        tok = self.lm.tokenizer
+        for r, on in enumerate(active):
+            if not on:
+                continue
+            self.gen[r].append(toks[r])
+            if toks[r] in eos_set or len(self.gen[r]) >= self.n_new:
+                self.running[r] = False
+            elif self.cfg.stop and any(s in tok.decode(self.gen[r], skip_special_tokens=True) for s in self.cfg.stop):
+                self.running[r] = False
+                stopped_by_string[r] = True
+        reading = StepReading(step, [t if on else None for t, on in zip(toks, active)], active, dict(reads),
+                              [len(g) for g in self.gen], [not run for run in self.running])
+        b = len(active)
+        for m in self.monitors:
+            answers = list(m.step(reading))
+            if len(answers) != b:
+                raise ValueError(f"monitor {type(m).__name__} answered {len(answers)} entries for a batch of {b} rows")
+            for r, answer in enumerate(answers):
+                for action in _as_actions(answer):
+                    self._apply(r, action, full_ids, full_mask, stopped_by_string)
+        unfinished.copy_(torch.tensor(self.running, device=unfinished.device))
+
+    def _apply(self, r: int, action: Action, full_ids: torch.Tensor, full_mask: torch.Tensor,
+               stopped_by_string: list[bool]) -> None:
+        if isinstance(action, Continue):
+            return
+        if isinstance(action, Rewind):
+            self._rewind(r, action.k, full_ids, full_mask)
+            self.running[r], self.stopped[r], stopped_by_string[r] = True, False, False
+        elif isinstance(action, Stop):
+            self.running[r], self.stopped[r] = False, True
+        elif isinstance(action, SetSteer):
+            if self.steer_state is None:
+                raise ValueError("SetSteer needs steering hooks: pass steer= to generate or list the sites in the "
+                                 "monitor's steer_sites")
+            steer = action.resolved()
+            if steer is not None and id(steer.vector) not in self._checked:
+                check_vector(steer.vector, self.lm)
+                self._checked.add(id(steer.vector))
+            # from the row's next processed position on: the token it feeds at the next step
+            self.steer_state.set_row(r, steer, self.prompt_lens[r] + len(self.gen[r]) - 1)
+        else:
+            raise TypeError(f"unknown monitor action {action!r}: use Continue(), Rewind(k), SetSteer(...) or Stop()")
+
+    def _rewind(self, r: int, k: int, full_ids: torch.Tensor, full_mask: torch.Tensor) -> None:
+        n = len(self.gen[r])
+        if k > n:
+            raise ValueError(f"Rewind({k}) for row {r}: it has generated only {n} token(s)")
+        keep = n - k
+        q = self.prompt_lens[r] + keep - 1  # index of the last kept token among the row's real tokens
+        cols = full_mask[r].nonzero().flatten()  # slots of the row's real tokens, in order
+        last = full_ids[r, cols[q]].clone()
+        full_mask[r, cols[q:]] = 0
+        full_ids[r, -1] = last  # fed again at the next step, at its old position
+        full_mask[r, -1] = 1
+        del self.gen[r][keep:]
 
 
 def _cap_new_tokens(lm: LoadedModel, max_new_tokens: int, longest_prompt: int) -> int:
@@ -331,15 +507,15 @@ def _cap_new_tokens(lm: LoadedModel, max_new_tokens: int, longest_prompt: int) -
     return room
 
 
-def _finish(lm: LoadedModel, prompts: list[str], out_tokens: torch.Tensor, eos: torch.Tensor,
+def _finish(lm: LoadedModel, prompts: list[str], out_tokens: list[list[int]], eos: torch.Tensor,
             stopped_by_string: list[bool], cfg: GenerationConfig, chat: bool, system: str | None,
-            interrupted: torch.Tensor | None) -> GenerationOutput:
-    """Decode the generated ids into a :class:`GenerationOutput` (``interrupted``: rows still running at Ctrl-C)."""
+            interrupted: torch.Tensor | None, reasons_set: list[str | None] | None = None) -> GenerationOutput:
+    """Decode the generated ids into a :class:`GenerationOutput` (``interrupted``: rows still running at
+    Ctrl-C; ``reasons_set``: a row's finish reason when its tokens end without EOS, e.g. ``"stopped"``)."""
     tok = lm.tokenizer
     texts, token_lists, reasons = [], [], []
     eos_set = set(eos.tolist())
-    for r in range(out_tokens.shape[0]):
-        toks = out_tokens[r].tolist()
+    for r, toks in enumerate(out_tokens):
         reason = "length"
         for i, t in enumerate(toks):
             if t in eos_set:
@@ -351,6 +527,8 @@ def _finish(lm: LoadedModel, prompts: list[str], out_tokens: torch.Tensor, eos: 
             cut = min((text.find(s) for s in cfg.stop if s in text), default=-1)
             if cut >= 0:
                 text = text[:cut]
+        if reasons_set is not None and reasons_set[r] is not None and reason == "length":
+            reason = reasons_set[r]
         if interrupted is not None and bool(interrupted[r]) and reason == "length":
             reason = "interrupted"
         texts.append(text)

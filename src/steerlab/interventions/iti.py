@@ -25,12 +25,16 @@ inside the ``with`` block only.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence, Union
+from dataclasses import asdict, dataclass, field, fields, replace
+from os import PathLike
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence, Union
 
 import torch
 from torch import nn
 
+from ..artifacts import (InterventionArtifact, TensorSpec, VectorError, artifact_vector, check_vector,
+                         load_intervention, save_intervention, vector_artifact)
 from ..capture import capture
 from ..checks import check_strength
 from ..models import LoadedModel
@@ -49,7 +53,15 @@ __all__ = [
     "fit_iti",
     "answer_steers",
     "fold_into_bias",
+    "ITI_KIND",
+    "iti_artifact",
+    "iti_from_artifact",
+    "save_iti",
+    "load_iti",
 ]
+
+#: the artifact kind of a whole :class:`ITIFit`
+ITI_KIND = "iti"
 
 
 @dataclass(frozen=True)
@@ -292,7 +304,6 @@ def fold_into_bias(lm: LoadedModel, vector: SteeringVector, strength: float = 1.
     removed again (``bias = None``); an existing bias is restored from a saved copy, so the
     model is bit-for-bit what it was. Only ``heads`` sites can be folded.
     """
-    from ..artifacts import check_vector  # late import: artifacts builds on vectors
 
     check_vector(vector, lm)
     strength = check_strength(strength)
@@ -325,3 +336,78 @@ def fold_into_bias(lm: LoadedModel, vector: SteeringVector, strength: float = 1.
                     module.bias = None
                 else:
                     module.bias.copy_(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# artifacts: a whole fit in one file
+
+
+def iti_artifact(fit: ITIFit, data: Mapping[str, Any] | None = None) -> InterventionArtifact:
+    """The whole fit as an ``"iti"`` artifact: the steering vector (``heads.L``), the probes
+    (``probes/weights`` ``(L, H, D)``, ``probes/biases``, ``probes/train_acc``, ``probes/val_acc``,
+    ``probes/converged``), ``directions`` ``(L, H, D)``, ``sigma`` ``(L, H)``, the selected ``heads``
+    ``(k, 2)``, the split (``split/train_idx``, ``split/val_idx``); the config and the probes' settings in
+    ``params``, ``data`` as given (what it was fitted on)."""
+    base = vector_artifact(fit.vector, kind=ITI_KIND)
+    pr = fit.probes
+    n_layers, n_heads, head_dim = pr.shape
+    model = replace(base.model, n_layers=base.model.n_layers or n_layers, n_heads=n_heads, head_dim=head_dim,
+                    heads_width=base.model.heads_width or n_heads * head_dim)
+    tensors = dict(base.tensors)
+    specs = dict(base.specs)
+    lh, lhd = ("layers", "heads"), ("layers", "heads", "head_dim")
+    parts: list[tuple[str, torch.Tensor, str, tuple[str, ...], bool]] = [
+        ("probes/weights", pr.weights, "probe_weights", lhd, True),
+        ("probes/biases", pr.biases, "probe_biases", lh, True),
+        ("probes/train_acc", pr.train_acc, "probe_accuracy", lh, True),
+        ("probes/val_acc", pr.val_acc, "probe_accuracy", lh, False),  # NaN without validation rows
+        ("directions", fit.directions, "directions", lhd, True),
+        ("sigma", fit.sigma, "scales", lh, True),
+        ("heads", torch.tensor(fit.heads, dtype=torch.long).reshape(-1, 2), "selected_heads", ("*", "*"),
+         True),
+        ("split/train_idx", fit.train_idx.long(), "train_rows", ("*",), True),
+        ("split/val_idx", fit.val_idx.long(), "val_rows", ("*",), True),
+    ]
+    if pr.converged is not None:
+        parts.append(("probes/converged", pr.converged, "probe_converged", lh, True))
+    for name, t, role, dims, finite in parts:
+        tensors[name] = t.detach().to("cpu").contiguous()
+        specs[name] = TensorSpec(role, dims=dims, finite=finite)
+    params = {**asdict(fit.config), "probes": {"c": pr.c, "standardize": pr.standardize, "n_iter": pr.n_iter}}
+    return replace(base, model=model, tensors=tensors, specs=specs, params=params, data=dict(data or {}))
+
+
+def iti_from_artifact(art: InterventionArtifact) -> ITIFit:
+    """Rebuild an :class:`ITIFit` from its ``"iti"`` artifact (see :func:`iti_artifact`)."""
+    if art.kind != ITI_KIND:
+        raise VectorError(f"a {art.what} is not an {ITI_KIND} artifact")
+    t = art.tensors
+    need = ["probes/weights", "probes/biases", "probes/train_acc", "probes/val_acc", "directions", "sigma",
+            "heads", "split/train_idx", "split/val_idx"]
+    missing = [n for n in need if n not in t]
+    if missing:
+        raise VectorError(f"the iti artifact lacks the tensor '{missing[0]}'")
+    known = {f.name for f in fields(ITIConfig)}
+    settings = dict(art.params.get("probes", {}))
+    try:
+        config = ITIConfig(**{k: v for k, v in art.params.items() if k in known})
+    except (TypeError, ValueError) as e:
+        raise VectorError(f"the iti artifact has bad hyper-parameters: {e}") from None
+    probes = HeadProbes(t["probes/weights"], t["probes/biases"], t["probes/train_acc"], t["probes/val_acc"],
+                        c=float(settings.get("c", config.c)),
+                        standardize=bool(settings.get("standardize", config.standardize)),
+                        n_iter=int(settings.get("n_iter", 0)), converged=t.get("probes/converged"))
+    heads = [(int(layer), int(head)) for layer, head in t["heads"].tolist()]
+    return ITIFit(artifact_vector(art), probes, heads, t["directions"], t["sigma"], t["split/train_idx"],
+                  t["split/val_idx"], config)
+
+
+def save_iti(fit: ITIFit, path: str | PathLike[str], data: Mapping[str, Any] | None = None) -> Path:
+    """Save a whole fit (see :func:`iti_artifact`) atomically; ``data`` describes what it was fitted on.
+    :func:`~steerlab.artifacts.load_vector` reads its steering vector, :func:`load_iti` all of it."""
+    return save_intervention(iti_artifact(fit, data), path)
+
+
+def load_iti(path: str | PathLike[str], lm: LoadedModel | None = None) -> ITIFit:
+    """Read a fit saved by :func:`save_iti`; with ``lm``, refused unless it fits that model."""
+    return iti_from_artifact(load_intervention(path, lm, kind=ITI_KIND))
