@@ -1,23 +1,18 @@
-"""Reading user files: contrastive pairs (JSONL / CSV) and prompt lists, with line-precise errors."""
+"""Reading user files: contrastive pairs (JSONL / CSV) and prompt lists, with line-precise errors (the
+UTF-8 / JSON-lines readers underneath live in :mod:`steerlab.files`, shared with the data loaders)."""
 
 from __future__ import annotations
 
-import codecs
 import csv
-import io
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from .files import atomic_write_text
+from .files import InputError, atomic_write_text, read_jsonl, read_text, text_lines
 from .fit import ContrastPair
 
 __all__ = ["InputError", "read_pairs", "read_prompts", "read_text", "text_lines", "atomic_write_text"]
-
-
-class InputError(ValueError):
-    """A user-supplied file is missing, empty or malformed."""
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:
@@ -29,35 +24,10 @@ def _existing(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def read_text(path: str | os.PathLike[str]) -> str:
-    """The text of a UTF-8 file (a leading byte-order mark dropped); an :class:`InputError` naming the
-    file and line of the first byte that is not UTF-8."""
-    p = Path(path)
-    data = p.read_bytes()
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise InputError(f"{p}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
-                         "save the file as UTF-8") from None
-
-
-def text_lines(path: str | os.PathLike[str], csv_mode: bool = False) -> io.StringIO:
-    """:func:`read_text` as a file-like object (``csv_mode``: newlines kept for the csv module)."""
-    return io.StringIO(read_text(path), newline="" if csv_mode else None)
-
-
 def _records(p: Path) -> Iterator[tuple[int, Any]]:
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        for n, line in enumerate(text_lines(p), 1):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{p}:{n}: not valid JSON ({e.msg})") from None
+        yield from read_jsonl(p)
     elif suffix == ".json":
         try:
             data = json.loads(read_text(p))

@@ -33,6 +33,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from ..files import jsonl_lines
 from . import DataNotFoundError, data_dir
 from .records import (
     NLI_LABELS,
@@ -97,12 +98,8 @@ def _existing(root: PathLike, rel: str) -> Path:
     return p
 
 
-def read_jsonl_rows(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line_number, line)`` for the non-blank lines of a JSON-lines file."""
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if line.strip():
-                yield i, line
+#: ``(line_number, line)`` for the non-blank lines of a JSON-lines file (:func:`steerlab.files.jsonl_lines`)
+read_jsonl_rows = jsonl_lines
 
 
 def _json_obj(line: str) -> Mapping[str, Any]:

@@ -20,10 +20,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..checks import check_output_path
-from ..files import atomic_write, atomic_write_text
+from ..files import atomic_write, atomic_write_text, read_jsonl, read_text, text_lines
 from ..progress import ProgressBar
 from .encoder import Encoder
-from ..io import read_text, text_lines
 
 __all__ = ["ChunkStore", "read_sentences", "embed_file", "fingerprint", "OUTPUT_FORMATS"]
 
@@ -194,13 +193,7 @@ def read_sentences(path: str | os.PathLike[str], text_field: str = "text") -> li
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         out = []
-        for i, line in enumerate(text_lines(p), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                raise ValueError(f"{p}:{i}: not valid JSON") from None
+        for i, rec in read_jsonl(p):
             if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
                 raise ValueError(f"{p}:{i}: no string field '{text_field}'")
             out.append(rec[text_field])
