@@ -261,7 +261,7 @@ def test_negative_layer_range_still_works(pairs_file, llama_dir, tmp_path) -> No
 def test_bad_site_lists_the_kinds(pairs_file, no_model_load, tmp_path) -> None:
     res = run("fit", pairs_file, "--site", "bogus", "--out", tmp_path / "v.safetensors")
     assert (
-        error_line(res) == "error: unknown site kind 'bogus': use one of residual, heads, attn_out, mlp_out"
+        error_line(res) == "error: unknown site kind 'bogus': use one of residual, heads, attn_out, mlp_out, block_in"
     )
 
 

@@ -8,7 +8,8 @@ import torch
 
 from steerlab.embed import Encoder, TPConfig
 from steerlab.embed.prompts import PST
-from steerlab.embed.tp import layer_input_hooks, tp_default_exit
+from steerlab.embed.tp import add_tp_hooks, tp_default_exit
+from steerlab.hooks import HookManager
 from steerlab.testing import tiny_model
 
 SENTS = ["a man is playing a guitar .", "two dogs run", "the weather is nice today , is it not"]
@@ -68,7 +69,7 @@ def test_overwrite_invariant(tiny):
     # the input layernorm sees the layer input after the TP pre-hook has edited it
     hs = [tiny.model.model.layers[i].input_layernorm.register_forward_pre_hook(grab(i)) for i in range(4)]
     try:
-        with torch.no_grad(), layer_input_hooks(tiny.model, tiny.adapter, range(1, 3), pst_pos):
+        with torch.no_grad(), add_tp_hooks(HookManager(tiny.model, tiny.adapter), range(1, 3), pst_pos):
             tiny.model(**kw)
     finally:
         for h in hs:
@@ -87,7 +88,7 @@ def test_tokens_before_placeholder_unaffected(tiny):
     kw, pst_pos = enc._inputs(texts, 3)
     with torch.no_grad():
         plain = tiny.model(**kw, output_hidden_states=True).hidden_states
-        with layer_input_hooks(tiny.model, tiny.adapter, range(1, 3), pst_pos):
+        with add_tp_hooks(HookManager(tiny.model, tiny.adapter), range(1, 3), pst_pos):
             tp = tiny.model(**kw, output_hidden_states=True).hidden_states
     p = int(pst_pos[0])
     for k in range(1, 5):

@@ -197,7 +197,7 @@ def test_fit_site_and_layer_messages(tiny) -> None:
     with pytest.raises(
         ValueError,
         match=r"^unknown site kind 'bogus': use one of residual, heads, attn_out, "
-        r"mlp_out$",
+        r"mlp_out, block_in$",
     ):
         fit_vector(tiny, PAIRS, 1, site_kind="bogus")
     with pytest.raises(ValueError, match=r"^no layers given: pass at least one layer index$"):

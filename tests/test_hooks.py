@@ -154,3 +154,24 @@ def test_two_models_two_threads(tiny) -> None:
     for t in ts:
         t.join()
     assert torch.allclose(out["a"], ref_a, atol=1e-6) and torch.allclose(out["b"], ref_b, atol=1e-6)
+
+
+def test_block_in_is_the_previous_blocks_output(tiny) -> None:
+    """``block_in.L`` reads (and edits) what enters block L: ``residual.{L-1}``; block 0 gets the embeddings."""
+    got: dict[str, torch.Tensor] = {}
+    hm = HookManager(tiny.model)
+    for site in (Site("block_in", 2), Site("residual", 1), Site("block_in", 0)):
+        hm.add(site, lambda x, s, st: got.__setitem__(s.key, x.detach().clone()))
+    with hm:
+        _logits(tiny)
+    assert torch.equal(got["block_in.2"], got["residual.1"])
+    with torch.no_grad():
+        emb = tiny.model.get_input_embeddings()(tiny.encode(["hello world", "hi"])["input_ids"])
+    assert torch.equal(got["block_in.0"], emb)
+    # an edit of block_in.2 is an edit of residual.1 as the rest of the model sees it
+    v = torch.randn(64)
+    with HookManager(tiny.model).add(Site("block_in", 2), lambda x, s, st: x + v):
+        a = _logits(tiny)
+    with HookManager(tiny.model).add(Site("residual", 1), lambda x, s, st: x + v):
+        b = _logits(tiny)
+    assert torch.equal(a, b)

@@ -115,12 +115,18 @@ class HookManager:
                     changed = y
             return changed
 
-        if pre:
-            def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> Any:
-                if threading.get_ident() != self._thread or not args:
+        if pre:  # the module's input: its first positional tensor, or the ``hidden_states`` keyword (decoder blocks)
+            def pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                if threading.get_ident() != self._thread:
                     return None
-                y = run(args[0])
-                return None if y is None else (y, *args[1:])
+                if args and isinstance(args[0], torch.Tensor):
+                    y = run(args[0])
+                    return None if y is None else ((y, *args[1:]), kwargs)
+                x = kwargs.get("hidden_states")
+                if isinstance(x, torch.Tensor):
+                    y = run(x)
+                    return None if y is None else (args, {**kwargs, "hidden_states": y})
+                raise RuntimeError(f"cannot find the input activation of {type(module).__name__} at {site.key}")
             return pre_hook
 
         if len(fns) == 1:  # the common case: one edit at this site, skip the loop and closures
@@ -152,7 +158,8 @@ class HookManager:
             for site, fns in self._fns.items():
                 module, pre = site_module(self.adapter, self.model, site)
                 hook = self._make_hook(site, list(fns), pre)
-                handle = module.register_forward_pre_hook(hook) if pre else module.register_forward_hook(hook)
+                handle = (module.register_forward_pre_hook(hook, with_kwargs=True) if pre
+                          else module.register_forward_hook(hook))
                 self._handles.append(handle)
         except BaseException:
             self._remove()

@@ -7,7 +7,9 @@ A :class:`Site` is ``(kind, layer[, heads])``:
   concatenated per-head outputs, ``n_heads * head_dim`` wide; ``heads`` optionally restricts
   which heads an edit touches;
 * ``attn_out``  - the attention block's output (after ``o_proj``, before the residual add);
-* ``mlp_out``   - the MLP's output (before the residual add).
+* ``mlp_out``   - the MLP's output (before the residual add);
+* ``block_in``  - the residual stream entering the decoder block (its input: ``residual.{layer-1}`` for
+  ``layer >= 1``, the token embeddings for ``layer = 0``). Token Prepending edits it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class SiteKind(str, Enum):
     HEADS = "heads"
     ATTN_OUT = "attn_out"
     MLP_OUT = "mlp_out"
+    BLOCK_IN = "block_in"
 
     @classmethod
     def _missing_(cls, value: object) -> "SiteKind":
@@ -91,6 +94,8 @@ def site_module(adapter: ArchAdapter, model: nn.Module, site: Site) -> tuple[nn.
         return adapter.o_proj(model, site.layer), True
     if kind is SiteKind.ATTN_OUT:
         return adapter.attn(model, site.layer), False
+    if kind is SiteKind.BLOCK_IN:
+        return adapter.layer(model, site.layer), True
     return adapter.mlp(model, site.layer), False
 
 

@@ -32,11 +32,11 @@ from ..arch import ArchitectureError
 from ..hooks import HookManager, StepState, StopForward
 from ..models import LoadedModel, load_model
 from ..progress import ProgressBar
-from ..runtime import base_prefix, position_ids
+from ..runtime import base_prefix, forward, position_ids
 from ..sites import Site, SiteKind
 from .cp import CPConfig, apply_cp, cp_default_alpha, cp_default_layer, record_aux
 from .prompts import AUX_PROMPT, fill, get_prompt, preprocess_sentence, with_placeholder
-from .tp import Placeholder, TPConfig, layer_input_hooks, tp_default_exit
+from .tp import Placeholder, TPConfig, add_tp_hooks, tp_default_exit
 
 __all__ = ["Encoder", "resolve_layer", "default_layer"]
 
@@ -390,10 +390,9 @@ class Encoder:
 
     def _run(self, kw: dict[str, torch.Tensor], pst_pos: torch.Tensor | None, hm: HookManager,
              final_norm_store: dict[int, torch.Tensor] | None = None) -> None:
+        if pst_pos is not None and self.tp is not None:
+            add_tp_hooks(hm, range(self.tp.start, self.tp.exit), pst_pos)
         with ExitStack() as stack:
-            if pst_pos is not None and self.tp is not None:
-                layers = range(self.tp.start, self.tp.exit)
-                stack.enter_context(layer_input_hooks(self.model, self.adapter, layers, pst_pos))
             if final_norm_store is not None:
                 assert self._final_norm is not None
                 store = final_norm_store
@@ -405,9 +404,8 @@ class Encoder:
 
                 handle = self._final_norm.register_forward_hook(norm_hook)
                 stack.callback(handle.remove)
-            try:
-                with hm:
-                    self.model(**kw, use_cache="past_key_values" in kw)
+            try:  # the final-norm read above ends the pass outside the hook manager
+                forward(self.lm, hm, **kw, use_cache="past_key_values" in kw)
             except StopForward:
                 pass
 

@@ -12,25 +12,24 @@ model is fed ``inputs_embeds`` made from its own embedding module, with the plac
 set to one extra vector (drawn once, seeded, with the per-dimension mean and spread of the
 embedding outputs; the TP paper finds the initialisation barely matters, and from layer
 ``start`` on the value is overwritten anyway). The placeholder's position is found per row
-from the input ids (no hard-coded token ids). Layer-input edits use scoped forward pre-hooks
-that are always removed.
+from the input ids (no hard-coded token ids). Layer-input edits are `block_in` edits on the hook
+manager (scoped, always removed, thread-aware).
 """
 
 from __future__ import annotations
 
 import copy
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
-from ..arch import ArchAdapter
+from ..hooks import HookManager, StepState
+from ..sites import Site, SiteKind
 from .prompts import PST
 
-__all__ = ["TPConfig", "Placeholder", "tp_default_exit", "layer_input_hooks", "placeholder_positions"]
+__all__ = ["TPConfig", "Placeholder", "tp_default_exit", "add_tp_hooks", "placeholder_positions"]
 
 _PAPER_EXIT = 7  # Llama-2-7B + PromptEOL: TP on layers 1..7 (exit 7) of 32
 _PAPER_DEPTH = 32
@@ -130,37 +129,14 @@ def placeholder_positions(is_pst: torch.Tensor) -> torch.Tensor:
     return is_pst.int().argmax(dim=-1)
 
 
-@contextmanager
-def layer_input_hooks(
-    model: nn.Module, adapter: ArchAdapter, layers: Iterable[int], pst_pos: torch.Tensor
-) -> Iterator[None]:
-    """Within the block, overwrite row ``b``'s position ``pst_pos[b]`` of the input of each layer in
-    ``layers`` with that input's last position (= the previous layer's last-token output).
-
-    Hooks act only in the thread that entered the block and are always removed.
-    """
-    tid = threading.get_ident()
+def add_tp_hooks(hooks: HookManager, layers: Iterable[int], pst_pos: torch.Tensor) -> HookManager:
+    """Register TP's edit on ``hooks``: the input of each layer in ``layers`` (site ``block_in``) gets, at row
+    ``b``'s position ``pst_pos[b]``, that input's last position (= the previous layer's last-token output)."""
     rows = torch.arange(pst_pos.shape[0], device=pst_pos.device)
 
-    def edit(x: torch.Tensor) -> torch.Tensor:
+    def edit(x: torch.Tensor, site: Site, state: StepState) -> torch.Tensor:
         y = x.clone()
         y[rows, pst_pos] = x[:, -1, :]
         return y
 
-    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if threading.get_ident() != tid:
-            return None
-        if args and isinstance(args[0], torch.Tensor):
-            return (edit(args[0]), *args[1:]), kwargs
-        if isinstance(kwargs.get("hidden_states"), torch.Tensor):
-            return args, {**kwargs, "hidden_states": edit(kwargs["hidden_states"])}
-        raise RuntimeError(f"TP: cannot find the hidden states in the call of {type(module).__name__}")
-
-    handles = []
-    try:
-        for i in layers:
-            handles.append(adapter.layer(model, i).register_forward_pre_hook(hook, with_kwargs=True))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+    return hooks.add_many((Site(SiteKind.BLOCK_IN, i), edit) for i in layers)
