@@ -433,6 +433,20 @@ def _setup(args: argparse.Namespace) -> tuple["Local", str]:
     return local, load_start
 
 
+def _header(name: str, args: argparse.Namespace, local: "Local", load_start: str, load_end: str) -> dict[str, Any]:
+    """The fields every result JSON of this script starts with: what ran, the command, when, where, on what."""
+    cmd = "python benchmarks/steer_overhead.py" + ("" if not args.argv else " " + " ".join(shlex.quote(a) for a in args.argv))
+    return {
+        "benchmark": name,
+        "command": cmd,
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(args.threads),
+        "load": {"start": load_start, "end": load_end},
+        "model": {"name": local.lm.name, "n_layers": local.n_layers, "hidden_size": local.hidden,
+                  "dtype": str(local.lm.dtype).replace("torch.", "")},
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     local, load_start = _setup(args)
     runners: dict[str, Callable[[int, int], tuple[float, float, list[list[int]]]]] = {
@@ -549,15 +563,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     targets = compute_targets({k: {str(b): v for b, v in d.items()} for k, d in results.items()}, args.batch_sizes)
 
-    cmd = "python benchmarks/steer_overhead.py" + ("" if not args.argv else " " + " ".join(shlex.quote(a) for a in args.argv))
+    head = _header("steer_overhead", args, local, load_start, load_end)
+    head["model"]["dir"] = model_dir
     return {
-        "benchmark": "steer_overhead",
-        "command": cmd,
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine_info(args.threads),
-        "load": {"start": load_start, "end": load_end},
-        "model": {"name": local.lm.name, "dir": model_dir, "n_layers": local.n_layers, "hidden_size": local.hidden,
-                  "dtype": str(local.lm.dtype).replace("torch.", "")},
+        **head,
         "config": {"batch_sizes": args.batch_sizes, "tokens": args.tokens, "repeats": args.repeats, "warmup": args.warmup,
                    "layer": args.layer, "norm": args.norm, "seed": args.seed, "threads": args.threads,
                    "prompts": PROMPTS, "greedy": True, "eos": "ignored", "quick": args.quick},
@@ -750,15 +759,8 @@ def run_monitor(args: argparse.Namespace) -> dict[str, Any]:
                 c = compare(seen[a][b][0], seen[bb][b][0])
                 if c is not None:
                     checks.append({"a": a, "b": bb, "batch": b, "what": what, **c})
-    cmd = "python benchmarks/steer_overhead.py" + ("" if not args.argv else " " + " ".join(shlex.quote(a) for a in args.argv))
     return {
-        "benchmark": "monitor_overhead",
-        "command": cmd,
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine_info(args.threads),
-        "load": {"start": load_start, "end": load_end},
-        "model": {"name": local.lm.name, "n_layers": local.n_layers, "hidden_size": local.hidden,
-                  "dtype": str(local.lm.dtype).replace("torch.", "")},
+        **_header("monitor_overhead", args, local, load_start, load_end),
         "config": {"batch_sizes": args.batch_sizes, "tokens": args.tokens, "repeats": args.repeats,
                    "warmup": args.warmup, "layer": args.layer, "threads": args.threads, "before": args.before,
                    "prompts": PROMPTS, "greedy": True, "eos": "ignored"},
