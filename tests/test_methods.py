@@ -107,7 +107,8 @@ def test_caa_is_mean_difference_at_layer(tiny):
 def test_caa_method_steers_toward_the_behaviour(embedded, data_dir):
     """The harness path (make_method -> fit -> eval_kwargs) steers toward the behaviour it was fitted on:
     caa/refusal, layer 12, multiplier +8 raises p(matching) on held-out items, -8 gives less than +8
-    (measured: none 0.511, +8 0.587, -8 0.516)."""
+    (measured, reading A/B answers at the letter as CAA does: none 0.511, +8 0.610, -8 0.408; reading at ")"
+    as before: +8 0.587, -8 0.516)."""
     from steerlab.data.registry import load_dataset
     from steerlab.evals.persona import evaluate_behavior
 
@@ -120,7 +121,7 @@ def test_caa_method_steers_toward_the_behaviour(embedded, data_dir):
                                                                                                  []).eval_kwargs())
     assert up_fm.info["n_pairs"] == 24 and up.config["steered"]
     assert up.p_matching > base.p_matching + 0.05
-    assert down.p_matching < up.p_matching - 0.05
+    assert down.p_matching < base.p_matching - 0.05
 
 
 def test_iti_wrapper_equals_fit_iti(tiny):
@@ -139,3 +140,42 @@ def test_iti_wrapper_equals_fit_iti(tiny):
     assert all(s.kind.value == "heads" for s in fm.steer.sites)
     with pytest.raises(ValueError, match="k must be"):
         make_method("iti", k=0)
+
+
+@pytest.mark.slow
+def test_caa_reads_ab_answers_at_the_letter(embedded, data_dir):
+    """CAA on A/B sets reads the block output at the answer letter (CAA's position -2 of prompt + "(A)"),
+    not at ")": equal to a plain forward with a hook on block 12, read at the letter token of the full answer."""
+    from steerlab.data.registry import load_dataset
+    from steerlab.evals.persona import behavior_prompt
+    from steerlab.methods.pairs import letter_pairs
+    from steerlab.sites import Site, SiteKind, site_module
+
+    items = load_dataset("caa/sycophancy", "train", root=data_dir, limit=6, seed=0)
+    fm = make_method("caa", layer=12).fit(embedded, items, [])
+    module, _ = site_module(embedded.adapter, embedded.model, Site(SiteKind.RESIDUAL, 12))
+    diffs = []
+    for it in items:
+        ctx, m, n = behavior_prompt(embedded, it)
+        reads = []
+        for ans in (m, n):
+            ids = embedded.tokenizer(ctx + ans, add_special_tokens=False)["input_ids"]
+            letter = len(ids) - 2
+            assert embedded.tokenizer.decode(ids[letter:]) == ans.strip()[1:]  # "A)" : the letter, then ")"
+            got = {}
+            h = module.register_forward_hook(lambda mod, a, o: got.__setitem__("x", o[0] if isinstance(o, tuple) else o))
+            try:
+                with torch.no_grad():
+                    embedded.model(torch.tensor([ids]))
+            finally:
+                h.remove()
+            reads.append(got["x"][0, letter].float())
+        diffs.append(reads[0] - reads[1])
+    ref = torch.stack(diffs).mean(0)
+    (vec,) = fm.steer.vectors.values()
+    assert float((vec - ref).norm() / ref.norm()) < 1e-4
+    # and it is not the old read at ")"
+    from steerlab.fit import ContrastPair
+
+    assert letter_pairs([ContrastPair("(A)", "(B)", "Q")]) == [ContrastPair("(A", "(B", "Q")]
+    assert letter_pairs([ContrastPair(" Yes", " No", "Q")]) == [ContrastPair(" Yes", " No", "Q")]

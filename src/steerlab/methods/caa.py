@@ -1,7 +1,8 @@
 """CAA (Contrastive Activation Addition, Rimsky et al. 2024) as a harness method.
 
 The vector is the mean difference of the residual stream at one layer between desired and
-undesired answers, read at the answer's last token (:func:`steerlab.fit.fit_vector`,
+undesired answers, read at the answer's last token (for A/B answers ``(A)`` / ``(B)``: at the letter, as CAA's
+``generate_vectors.py`` reads it) (:func:`steerlab.fit.fit_vector`,
 ``method="mean_diff"``, ``positions="last"``). Contrast pairs come from the training items
 (:func:`steerlab.methods.pairs.contrast_pairs`): for TruthfulQA, (question, true answer) vs
 (question, false answer) in the evaluator's own prompt. At evaluation it is added, times
@@ -18,7 +19,7 @@ from typing import Any, Sequence
 from ..checks import check_strength
 from ..models import LoadedModel
 from .base import FittedMethod, config_to_dict
-from .pairs import contrast_pairs, labelled_questions
+from .pairs import contrast_pairs, labelled_questions, letter_pairs
 
 __all__ = ["CAAConfig", "CAA"]
 
@@ -72,13 +73,14 @@ class CAA:
         from ..fit import fit_vector
 
         cfg = self.config
-        pairs = contrast_pairs(labelled_questions(lm, train_items))
+        # A/B answers "(A)" / "(B)" are read at the letter, as CAA does (letter_pairs)
+        pairs = letter_pairs(contrast_pairs(labelled_questions(lm, train_items)))
         if cfg.max_pairs is not None:
             pairs = pairs[: cfg.max_pairs]
         layer = self.layer(lm)
         # pairs that share a prompt (TruthfulQA's few-shot primer) read their activations through the
         # shared-prefix KV-cache path: the same vector, several times faster
-        share = all(p.prompt is not None for p in pairs) and layer < lm.adapter.n_layers - 1
+        share = all(p.prompt is not None for p in pairs)
         vec = fit_vector(lm, pairs, layer, method="mean_diff", site_kind="residual", positions="last",
                          batch_size=cfg.batch_size, share_prefix=share)
         info = {"steered": True, "layer": layer, "n_pairs": len(pairs), "multiplier": cfg.multiplier,

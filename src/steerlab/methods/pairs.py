@@ -15,14 +15,16 @@ them (the answer carries its leading space):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Sequence
 
 from ..data.records import (ABItem, COPAItem, MMLUItem, NLIItem, PersonaStatement, SST2Item, StoryClozeItem,
                             TruthfulQAItem, TruthfulQAMCItem, WinograndeItem)
 from ..models import LoadedModel
 
-__all__ = ["LabelledQuestion", "labelled_questions", "contrast_pairs", "probe_records", "MC_ITEM_TASKS"]
+__all__ = ["LabelledQuestion", "labelled_questions", "contrast_pairs", "probe_records", "MC_ITEM_TASKS",
+           "letter_pairs"]
 
 Text = tuple[str, str]  # (prompt, answer)
 
@@ -81,6 +83,23 @@ def contrast_pairs(questions: Sequence[LabelledQuestion]) -> list[Any]:
     if not pairs:
         raise ValueError("no contrast pairs could be built from the training items")
     return pairs
+
+
+_AB_ANSWER = re.compile(r"^(\s*\([A-Za-z])\)\s*$")
+
+
+def letter_pairs(pairs: Sequence[Any]) -> list[Any]:
+    """CAA's read position on A/B answers: the answer **letter**, not the closing parenthesis. CAA's
+    ``generate_vectors.py`` reads position -2 of prompt + ``"(A)"``, i.e. the token ``A``; with causal
+    attention that is the last token of prompt + ``"(A"``, so answers of the form ``(X)`` lose their ``)``
+    (other answers are left as they are)."""
+    out = []
+    for p in pairs:
+        pos, neg = _AB_ANSWER.match(p.positive), _AB_ANSWER.match(p.negative)
+        if pos and neg and p.prompt is not None:
+            p = replace(p, positive=pos.group(1), negative=neg.group(1))
+        out.append(p)
+    return out
 
 
 def probe_records(questions: Sequence[LabelledQuestion]) -> list[tuple[str, str, int, str]]:
