@@ -132,7 +132,8 @@ def test_interventions_get_context_lengths(tiny):
 def test_bad_arguments(tiny):
     with pytest.raises(VectorError):
         loglikelihood(tiny, PAIRS[:1], SteeringVector({"residual.1": torch.ones(7)}))
-    with pytest.raises(ValueError, match="steer_from"):
+    with pytest.raises(ValueError, match="^steer_from must be one of 'last_prompt', 'answer', 'second_answer', "
+                                         "got 'everywhere'$"):
         loglikelihood(tiny, PAIRS[:1], steer_from="everywhere")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size"):
         loglikelihood(tiny, PAIRS[:1], batch_size=0)
@@ -149,3 +150,38 @@ def test_progress_bar_counts_items(tiny, capsys):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("scoring ") and " 3/3 " in lines[0]
     assert [o.sum for o in scored] == [q.sum for q in quiet]  # the bar changes nothing it reports on
+
+
+@pytest.mark.parametrize("steer_from,offset", [("last_prompt", -1), ("answer", 0), ("second_answer", 1)])
+@pytest.mark.parametrize("share", [False, True])
+def test_steer_from_equals_a_plain_hooked_forward(tiny, steer_from, offset, share):
+    """Each steer_from = a plain loop: one unpadded forward per pair with a torch hook adding the vector to block
+    1's output from position context_len + offset on, then log_softmax of the answer tokens."""
+    from steerlab.sites import Site, SiteKind, site_module
+
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(tiny.adapter.hidden_size, generator=g) * 4
+    vec = SteeringVector({"residual.1": v})
+    pairs = [("Q: is it?\nA:", " yes it is"), ("Q: is it?\nA:", " no, never"), ("Q: why?\nA:", " because of rain")]
+    got = loglikelihood(tiny, pairs, vec, steer_from=steer_from, share_context=share, batch_size=2)
+    module, _ = site_module(tiny.adapter, tiny.model, Site(SiteKind.RESIDUAL, 1))
+    for (ctx, cont), res in zip(pairs, got):
+        ids = list(tiny.tokenizer(ctx + cont)["input_ids"])
+        n_ctx = len(tiny.tokenizer(ctx)["input_ids"])
+        start = n_ctx + offset
+
+        def add(mod, args, out, start=start):
+            h = out[0] if isinstance(out, tuple) else out
+            h = h.clone()
+            h[:, start:] += v
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+
+        handle = module.register_forward_hook(add)
+        try:
+            with torch.no_grad():
+                logits = tiny.model(torch.tensor([ids])).logits[0].float()
+        finally:
+            handle.remove()
+        logp = torch.log_softmax(logits, -1)
+        ref = sum(float(logp[t - 1, ids[t]]) for t in range(n_ctx, len(ids)))
+        assert res.sum == pytest.approx(ref, abs=1e-4), (steer_from, ctx, cont)

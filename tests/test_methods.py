@@ -131,7 +131,7 @@ def test_iti_wrapper_equals_fit_iti(tiny):
     m = make_method("iti", k=3, alpha=5.0)
     assert isinstance(m, ITI)
     fm = m.fit(tiny, TQA, TQA[:0])
-    assert fm.steer_from == "answer" and fm.strength == 1.0
+    assert fm.steer_from == "second_answer" and fm.strength == 1.0
     ref = fit_iti(tiny, probe_records(labelled_questions(tiny, TQA, style="short")), ITIConfig(k=3, alpha=5.0))
     assert fm.info["heads"] == [list(map(int, h)) for h in ref.heads] and len(fm.info["heads"]) == 3
     assert fm.steer.vectors.keys() == ref.vector.vectors.keys()

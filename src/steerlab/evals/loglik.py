@@ -21,8 +21,10 @@ per-row integer start position, so it touches the answer only:
 
 * ``steer_from="last_prompt"`` (default): the last context token and every continuation token,
   i.e. every position whose output predicts a continuation token; nothing before is changed;
-* ``steer_from="answer"``: the continuation tokens only, as ITI/FASB do for MC scoring (the
-  first continuation token's own probability is then unsteered).
+* ``steer_from="answer"``: the continuation tokens only (the first continuation token's own
+  probability is then unsteered);
+* ``steer_from="second_answer"``: from the second continuation token on, where ITI's / FASB's reference
+  MC scoring starts (``start_edit_location = len(prompt) + 4`` with a 3-token "\nA:").
 
 Other :class:`~steerlab.interventions.Intervention` objects (``interventions=[...]``) are
 installed with ``prompt_lens`` = the context length of each row, so an intervention with
@@ -38,7 +40,8 @@ from typing import Any, Sequence
 import torch
 
 from ..hooks import HookManager
-from ..interventions.add import AddIntervention, Steer, SteerFrom
+from ..artifacts import check_vector
+from ..interventions.add import AddIntervention, Steer, SteerFrom, check_steer_from, steer_starts
 from ..interventions.base import Intervention
 from ..models import LoadedModel
 from ..progress import ProgressBar
@@ -88,10 +91,8 @@ class LoglikResult:
         return self.sum / max(self.n_chars, 1)
 
 
-def _steers_for(steer: Steer, batch: Batch, steer_from: SteerFrom) -> list[Steer | None]:
-    offset = 1 if steer_from == "last_prompt" else 0
-    starts = (batch.context_lens - offset).clamp(min=0).tolist()
-    return [Steer(steer.vector, steer.strength, int(s)) for s in starts]
+def _steers_for(steer: Steer, context_lens: torch.Tensor, steer_from: SteerFrom) -> list[Steer | None]:
+    return [Steer(steer.vector, steer.strength, int(s)) for s in steer_starts(steer_from, context_lens)]
 
 
 def batch_token_logprobs(
@@ -102,11 +103,10 @@ def batch_token_logprobs(
     steer_from: SteerFrom = "last_prompt",
 ) -> tuple[list[torch.Tensor], list[bool]]:
     """Per row: the log-probabilities (float32, CPU) of its continuation tokens, and whether all were greedy."""
-    if steer_from not in ("last_prompt", "answer"):
-        raise ValueError(f"steer_from must be 'last_prompt' or 'answer', got {steer_from!r}")
+    check_steer_from(steer_from)
     hooks = HookManager(lm.model, lm.adapter)
     if steer is not None:
-        AddIntervention(_steers_for(steer, batch, steer_from)).install(hooks, batch.context_lens)
+        AddIntervention(_steers_for(steer, batch.context_lens, steer_from)).install(hooks, batch.context_lens)
     for iv in interventions:
         iv.install(hooks, batch.context_lens)
     return token_logprobs(lm, batch, hooks)
@@ -188,9 +188,7 @@ def _suffix_logprobs(lm: LoadedModel, pairs: Sequence[EncodedPair], pmask: torch
 
     hooks = HookManager(model, lm.adapter)
     if steer is not None:
-        offset = 1 if steer_from == "last_prompt" else 0
-        starts = (context_lens - offset).clamp(min=0).tolist()
-        AddIntervention([Steer(steer.vector, steer.strength, int(s)) for s in starts]).install(hooks, context_lens)
+        AddIntervention(_steers_for(steer, context_lens, steer_from)).install(hooks, context_lens)
     hooks.set_state(positions=positions, prompt_lens=context_lens)
     logits = forward(lm, hooks, input_ids=sids, attention_mask=full_mask, position_ids=spos, past_key_values=cache,
                      use_cache=True).logits
@@ -243,11 +241,9 @@ def loglikelihood(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if steer_from not in ("last_prompt", "answer"):
-        raise ValueError(f"steer_from must be 'last_prompt' or 'answer', got {steer_from!r}")
+    check_steer_from(steer_from)
     st = _as_steer(steer, strength)
     if st is not None:
-        from ..artifacts import check_vector  # late import: artifacts builds on vectors
 
         check_vector(st.vector, lm)
     if share_context and interventions:

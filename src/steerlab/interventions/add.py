@@ -29,9 +29,26 @@ __all__ = ["Steer", "Where", "SteerFrom", "AddIntervention", "AddState", "row_ra
 
 Where = Union[str, int]
 #: where steering starts when a (context, answer) pair is scored: from the last context token (whose output
-#: predicts the first answer token) or from the first answer token
-SteerFrom = Literal["last_prompt", "answer"]
+#: predicts the first answer token), from the first answer token, or from the second answer token (ITI's
+#: ``start_edit_location = len(prompt) + 4`` with a 3-token "\nA:": its reference MC scoring steers from there)
+SteerFrom = Literal["last_prompt", "answer", "second_answer"]
+#: each ``SteerFrom`` and its start relative to the context length
+STEER_FROM: tuple[tuple[str, int], ...] = (("last_prompt", -1), ("answer", 0), ("second_answer", 1))
 _BIG = 1 << 40
+
+
+def check_steer_from(value: object) -> str:
+    """``value`` when it is a :data:`SteerFrom`; a ValueError listing them otherwise."""
+    names = [name for name, _ in STEER_FROM]
+    if value not in names:
+        raise ValueError(f"steer_from must be one of {', '.join(repr(n) for n in names)}, got {value!r}")
+    return str(value)
+
+
+def steer_starts(steer_from: str, context_lens: torch.Tensor) -> list[int]:
+    """Per row, the token position steering starts from when scoring answers after ``context_lens`` tokens."""
+    offset = dict(STEER_FROM)[check_steer_from(steer_from)]
+    return (context_lens + offset).clamp(min=0).tolist()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..checks import check_strength
+from ..interventions.add import check_steer_from
 from ..models import LoadedModel
 from .base import FittedMethod, config_to_dict
 from .pairs import contrast_pairs, labelled_questions, letter_pairs
@@ -40,8 +41,7 @@ class CAAConfig:
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
             raise ValueError(f"layer must be an integer or None, got {self.layer!r}")
         check_strength(self.multiplier, "multiplier")
-        if self.steer_from not in ("last_prompt", "answer"):
-            raise ValueError(f"steer_from must be 'last_prompt' or 'answer', got {self.steer_from!r}")
+        check_steer_from(self.steer_from)
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ValueError(f"max_pairs must be >= 1, got {self.max_pairs}")
         if self.batch_size < 1:

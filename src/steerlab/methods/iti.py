@@ -5,7 +5,8 @@ Probe records come from the training *and* validation items together (each disti
 makes its own train/validation split by question (``val_fraction``, ``seed``), ranks heads by
 validation accuracy and keeps the top ``k``. TruthfulQA records use ITI's ``"Q: {question} A:"``
 prompt. For multiple-choice scoring the ``heads`` vector (``alpha * sigma * u`` per selected
-head) is added from the answer start (``steer_from="answer"``, ITI's ``start_edit_location``);
+head) is added from the second answer token on (``steer_from="second_answer"``, where ITI's reference
+``start_edit_location = len(prompt) + 4`` lands with a 3-token "\nA:"; ``"answer"`` starts one token earlier);
 :meth:`FittedMethod.generate_steer` steers every generated token.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..interventions.add import check_steer_from
 from ..models import LoadedModel
 from .base import FittedMethod, config_to_dict
 from .pairs import labelled_questions, probe_records
@@ -32,11 +34,10 @@ class ITIMethodConfig:
     seed: int = 42
     c: float = 1.0
     batch_size: int = 16
-    steer_from: str = "answer"
+    steer_from: str = "second_answer"
 
     def __post_init__(self) -> None:
-        if self.steer_from not in ("last_prompt", "answer"):
-            raise ValueError(f"steer_from must be 'last_prompt' or 'answer', got {self.steer_from!r}")
+        check_steer_from(self.steer_from)
 
 
 class ITI:
