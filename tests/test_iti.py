@@ -167,3 +167,50 @@ def test_fold_rejects_non_head_sites(tiny) -> None:
     with pytest.raises(ValueError, match="only heads sites"):
         with fold_into_bias(tiny, vec):
             pass
+
+
+def test_reference_sigma_equals_a_plain_computation() -> None:
+    """ITI's sigma from its own prompts: the std (ddof 0) of each head's last-token o_proj input on
+    "Q: q A: a Q: q'" texts projected on the fitted direction, computed here with plain torch hooks; the
+    vector's shift on a selected head is alpha * that sigma."""
+    import numpy as np
+
+    from steerlab.interventions.iti import reference_sigma_texts
+    from steerlab.sites import Site, SiteKind, site_module
+    from steerlab.testing import tiny_model
+
+    lm = tiny_model("llama")
+    qs = ["Is the sky blue?", "Can pigs fly?", "Is water wet?", "Do fish swim?"]
+    records = [(f"Q: {q} A:", f" {a}", lab, q) for q in qs for a, lab in (("Yes.", 1), ("No.", 0), ("Maybe.", 0))]
+    qa = [(q, a) for _, a, _, q in [(r[0], r[1], r[2], r[3]) for r in records]]
+    texts = reference_sigma_texts(qa, seed=0)
+    assert texts[0].startswith("Q: Is the sky blue? A: Yes. Q: ") and texts[0][len("Q: Is the sky blue? A: Yes. Q: "):] in qs
+    assert reference_sigma_texts(qa, seed=0) == texts  # seeded
+    fit = fit_iti(lm, records, ITIConfig(k=3, alpha=5.0, val_fraction=0.0), sigma_texts=texts)
+    a = lm.adapter
+    acts = np.zeros((len(texts), a.n_layers, a.n_heads, a.head_dim))
+    for i, t in enumerate(texts):
+        store = {}
+        handles = []
+        for layer in range(a.n_layers):
+            module, _ = site_module(a, lm.model, Site(SiteKind.HEADS, layer))
+            handles.append(module.register_forward_pre_hook(
+                lambda m, args, layer=layer: store.__setitem__(layer, args[0][0, -1].double().numpy().copy())))
+        try:
+            with torch.no_grad():
+                lm.model(torch.tensor([lm.tokenizer(t)["input_ids"]]))
+        finally:
+            for h in handles:
+                h.remove()
+        for layer in range(a.n_layers):
+            acts[i, layer] = store[layer].reshape(a.n_heads, a.head_dim)
+    proj = (acts * fit.directions.double().numpy()[None]).sum(-1)
+    np.testing.assert_allclose(fit.sigma.numpy(), proj.std(0), rtol=1e-4, atol=1e-7)
+    for layer, head in fit.heads:
+        shift = fit.vector.vectors[f"heads.{layer}"].view(a.n_heads, a.head_dim)[head]
+        assert float(shift.norm()) == pytest.approx(5.0 * float(fit.sigma[layer, head]), rel=1e-5)
+    # the records' own spread is another number: the option matters
+    on_records = fit_iti(lm, records, ITIConfig(k=3, alpha=5.0, val_fraction=0.0))
+    assert not torch.allclose(on_records.sigma, fit.sigma)
+    with pytest.raises(ValueError, match="^sigma_texts is empty"):
+        fit_iti(lm, records, ITIConfig(k=3, val_fraction=0.0), sigma_texts=[])

@@ -126,13 +126,17 @@ def test_caa_method_steers_toward_the_behaviour(embedded, data_dir):
 
 def test_iti_wrapper_equals_fit_iti(tiny):
     """The harness's ITI is fit_iti on the items' short-prompt probe records: same heads, same vector."""
-    from steerlab.interventions.iti import ITIConfig, fit_iti
+    from steerlab.interventions.iti import ITIConfig, fit_iti, reference_sigma_texts
 
     m = make_method("iti", k=3, alpha=5.0)
     assert isinstance(m, ITI)
     fm = m.fit(tiny, TQA, TQA[:0])
     assert fm.steer_from == "second_answer" and fm.strength == 1.0
-    ref = fit_iti(tiny, probe_records(labelled_questions(tiny, TQA, style="short")), ITIConfig(k=3, alpha=5.0))
+    questions = labelled_questions(tiny, TQA, style="short")
+    qa = [(q.group, a) for q in questions for _, a in (*q.positive, *q.negative)]
+    ref = fit_iti(tiny, probe_records(questions), ITIConfig(k=3, alpha=5.0),
+                  sigma_texts=reference_sigma_texts(qa, 42))
+    assert fm.info["sigma_from"] == "reference"
     assert fm.info["heads"] == [list(map(int, h)) for h in ref.heads] and len(fm.info["heads"]) == 3
     assert fm.steer.vectors.keys() == ref.vector.vectors.keys()
     for key, vec in ref.vector.vectors.items():

@@ -510,6 +510,7 @@ def iti_vector(
     sigma_idx: torch.Tensor | Sequence[int] | None = None,
     lm: "LoadedModel | None" = None,
     extra: Mapping[str, Any] | None = None,
+    sigma: torch.Tensor | None = None,
 ) -> SteeringVector:
     """An ITI steering vector: ``alpha * sigma[l,h] * u[l,h]`` on each selected head, zero elsewhere.
 
@@ -517,7 +518,9 @@ def iti_vector(
     selected ``(layer, head)`` pairs (e.g. ``probes.top_k(48)``). ``direction`` is
     ``"mass_mean"`` (``mean(true) - mean(false)`` over rows ``idx``, default all) or ``"probe"``
     (the probe weights; needs ``probes``). ``sigma`` is the std of ``x`` projected on ``u`` over
-    rows ``sigma_idx`` (default: all rows, as ITI). The vector has one ``heads.L`` site per layer
+    rows ``sigma_idx`` (default: all rows), unless ``sigma`` ``(L, H)`` is given (e.g. ITI's own: the std over
+    separate "Q: q A: a Q: q'" prompts, :func:`steerlab.interventions.iti.fit_iti`'s ``sigma_texts``). The
+    vector has one ``heads.L`` site per layer
     with a selected head (width ``H*D``); ``meta.heads`` lists the heads per site and
     ``meta.method`` is ``"iti"``. Model fields of the metadata come from ``lm`` when given.
     """
@@ -538,7 +541,10 @@ def iti_vector(
                 f"{a.n_layers} layers x {a.n_heads} heads x {a.head_dim} dims"
             )
     u = head_directions(x, yt, direction, probes, idx)
-    sigma = projection_std(x, u, sigma_idx)
+    if sigma is None:
+        sigma = projection_std(x, u, sigma_idx)
+    elif tuple(sigma.shape) != (n_layers, n_heads):
+        raise ValueError(f"sigma has shape {tuple(sigma.shape)}; expected {(n_layers, n_heads)}")
     by_layer: dict[int, list[int]] = {}
     for layer, head in sel:
         by_layer.setdefault(layer, []).append(head)

@@ -48,6 +48,7 @@ __all__ = [
     "ITIExample",
     "ITIFit",
     "records_from_pairs",
+    "reference_sigma_texts",
     "capture_heads",
     "split_by_group",
     "fit_iti",
@@ -156,6 +157,19 @@ def _examples(records: Sequence[Record]) -> list[ITIExample]:
     return out
 
 
+def reference_sigma_texts(qa: Sequence[tuple[str, str]], seed: int = 42) -> list[str]:
+    """ITI's sigma prompts: ``"Q: {question} A: {answer} Q: {random question}"`` for each ``(question, answer)``
+    (honest_llama's ``tqa_gen_end_q`` activations, read at the last token). The random question is drawn,
+    with ``seed``, from the questions given -- pass the fit questions only: the reference draws from all
+    817, test questions included."""
+    questions = sorted({q for q, _ in qa})
+    if not questions:
+        raise ValueError("no questions to build ITI's sigma prompts from")
+    g = torch.Generator().manual_seed(int(seed))
+    picks = torch.randint(len(questions), (len(qa),), generator=g).tolist()
+    return [f"Q: {q} A: {a.strip()} Q: {questions[i]}" for (q, a), i in zip(qa, picks)]
+
+
 def capture_heads(
     lm: LoadedModel,
     items: Sequence[Any],
@@ -235,12 +249,16 @@ def fit_iti(
     *,
     activations: torch.Tensor | None = None,
     progress: bool = False,
+    sigma_texts: Sequence[str] | None = None,
 ) -> ITIFit:
     """Fit ITI from labelled ``(prompt, answer, label[, group])`` records.
 
     ``activations`` (``(N, L, H, D)``, from :func:`capture_heads` on the same records) skips the
     capture, e.g. to sweep ``k`` / ``alpha`` / ``direction`` without re-running the model.
-    Mass-mean directions and ``sigma`` use every record (train and validation), as ITI does.
+    Mass-mean directions use every record (train and validation), as ITI does. ``sigma`` (the scale
+    of each head's shift) is the std of the projection on the direction over the last tokens of
+    ``sigma_texts`` when given -- ITI's reference takes it over separate ``"Q: {q} A: {answer} Q: {random
+    question}"`` prompts (:func:`reference_sigma_texts`) -- and over the probe records otherwise.
     """
     cfg = config or ITIConfig()
     ex = _examples(records)
@@ -263,11 +281,19 @@ def fit_iti(
                              standardize=cfg.standardize)
     heads = probes.top_k(cfg.k, by="val" if val_idx.numel() else "train")
     directions = head_directions(x, y, cfg.direction, probes)
-    sigma = projection_std(x, directions)
+    if sigma_texts is not None:
+        if not sigma_texts:
+            raise ValueError("sigma_texts is empty: give the prompts sigma is measured on, or None for the records")
+        xs = capture_heads(lm, list(sigma_texts), cfg.batch_size, cfg.chat, progress)
+        sigma = projection_std(xs, directions)
+    else:
+        sigma = projection_std(x, directions)
     extra = {"val_fraction": cfg.val_fraction, "seed": cfg.seed, "n_train": int(train_idx.numel()),
              "n_val": int(val_idx.numel()), "chat": cfg.chat,
-             "val_acc": [float(probes.val_acc[l, h]) for l, h in heads]}
-    vector = iti_vector(x, y, heads, direction=cfg.direction, alpha=cfg.alpha, probes=probes, lm=lm, extra=extra)
+             "val_acc": [float(probes.val_acc[l, h]) for l, h in heads],
+             "sigma_from": "records" if sigma_texts is None else f"{len(sigma_texts)} sigma_texts"}
+    vector = iti_vector(x, y, heads, direction=cfg.direction, alpha=cfg.alpha, probes=probes, lm=lm, extra=extra,
+                        sigma=sigma)
     return ITIFit(vector, probes, heads, directions, sigma, train_idx, val_idx, cfg)
 
 

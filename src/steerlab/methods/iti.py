@@ -15,10 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..data.records import TruthfulQAItem, TruthfulQAMCItem
 from ..interventions.add import check_steer_from
+from ..interventions.iti import ITIConfig, fit_iti, reference_sigma_texts
 from ..models import LoadedModel
 from .base import FittedMethod, config_to_dict
 from .pairs import labelled_questions, probe_records
+
+_TQA = (TruthfulQAMCItem, TruthfulQAItem)
 
 __all__ = ["ITIMethodConfig", "ITI"]
 
@@ -35,9 +39,14 @@ class ITIMethodConfig:
     c: float = 1.0
     batch_size: int = 16
     steer_from: str = "second_answer"
+    #: "reference": the std over ITI's "Q: q A: a Q: q'" prompts built from the fit questions (TruthfulQA items;
+    #: other items fall back to "records"); "records": over the probe records
+    sigma: str = "reference"
 
     def __post_init__(self) -> None:
         check_steer_from(self.steer_from)
+        if self.sigma not in ("reference", "records"):
+            raise ValueError(f"sigma must be 'reference' or 'records', got {self.sigma!r}")
 
 
 class ITI:
@@ -53,19 +62,22 @@ class ITI:
     def config_dict(self) -> dict[str, Any]:
         return config_to_dict(self.config)
 
-    def _iti_config(self) -> Any:
-        from ..interventions.iti import ITIConfig
-
+    def _iti_config(self) -> ITIConfig:
         c = self.config
         return ITIConfig(k=c.k, alpha=c.alpha, direction=c.direction, val_fraction=c.val_fraction, seed=c.seed,
                          c=c.c, batch_size=c.batch_size)
 
     def fit(self, lm: LoadedModel, train_items: Sequence[Any], val_items: Sequence[Any]) -> FittedMethod:
-        from ..interventions.iti import fit_iti
-
-        records = probe_records(labelled_questions(lm, [*train_items, *val_items], style="short"))
-        fit = fit_iti(lm, records, self._iti_config())
+        items = [*train_items, *val_items]
+        questions = labelled_questions(lm, items, style="short")
+        records = probe_records(questions)
+        sigma_texts = None
+        if self.config.sigma == "reference" and items and all(isinstance(it, _TQA) for it in items):
+            qa = [(q.group, answer) for q in questions for _, answer in (*q.positive, *q.negative)]
+            sigma_texts = reference_sigma_texts(qa, self.config.seed)
+        fit = fit_iti(lm, records, self._iti_config(), sigma_texts=sigma_texts)
         info = {"steered": True, "k": self.config.k, "alpha": self.config.alpha, "n_records": len(records),
-                "heads": [list(map(int, h)) for h in fit.heads]}
+                "heads": [list(map(int, h)) for h in fit.heads],
+                "sigma_from": "records" if sigma_texts is None else "reference"}
         return FittedMethod(steer=fit.vector, strength=1.0, steer_from=self.config.steer_from,  # type: ignore[arg-type]
                             info=info)
