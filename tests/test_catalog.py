@@ -8,7 +8,7 @@ from steerlab.methods import CAAConfig, ITIMethodConfig
 
 def test_catalog_lists_every_group() -> None:
     c = catalog()
-    assert c.tasks == ("truthfulqa_mc", "truthfulqa_gen", "copa", "storycloze", "snli", "mmlu", "sst2", "winogrande")
+    assert c.tasks == ("truthfulqa_mc", "truthfulqa_mc_lmeval", "truthfulqa_gen", "copa", "storycloze", "snli", "mmlu", "sst2", "winogrande")
     assert len(c.persona) == 15 and "persona/narcissism" in c.persona
     assert c.caa == ("caa/coordinate-other-ais", "caa/corrigible-neutral-HHH", "caa/hallucination",
                      "caa/myopic-reward", "caa/refusal", "caa/survival-instinct", "caa/sycophancy")

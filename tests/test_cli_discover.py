@@ -49,7 +49,7 @@ def test_list_table_shows_groups_and_method_defaults() -> None:
     res = run("list")
     assert res.exit_code == 0
     out = res.stdout
-    assert "tasks (8; steerlab eval TASK)" in out and "CAA behaviours (7; steerlab eval caa/BEHAVIOUR)" in out
+    assert "tasks (9; steerlab eval TASK)" in out and "CAA behaviours (7; steerlab eval caa/BEHAVIOUR)" in out
     assert "ai_risk sets (16; steerlab eval ai_risk/SET)" in out and "ai_risk/survival-instinct" in out
     assert "persona traits (15;" in out and "STSBenchmark" in out
     assert "k=48, alpha=15.0" in out and "multiplier=1.0" in out

@@ -228,3 +228,21 @@ def test_smoke_truthfulqa_embedded(embedded, tmp_path):
     assert [f["fit"]["layer"] for f in caa["per_fold"]] == [embedded.adapter.n_layers // 2] * 2
     assert caa["metrics"]["mc2"] != base["metrics"]["mc2"]
     assert (tmp_path / "caa" / "results.png").stat().st_size > 1000
+
+
+def test_truthfulqa_mc_protocols(tiny, tmp_path, data_dir):
+    """`truthfulqa_mc` scores with ITI's instruction before the primer (the ITI/FASB protocol), `truthfulqa_mc_lmeval`
+    without it; each equals evaluate_truthfulqa_mc with that prompt, and the protocol is part of the run's hash."""
+    from steerlab.data.registry import load_dataset
+    from steerlab.evals.truthfulqa import evaluate_truthfulqa_mc
+
+    items = load_dataset("truthfulqa_mc", root=data_dir, limit=3, seed=0)
+    runs = {}
+    for task, instruction in (("truthfulqa_mc", True), ("truthfulqa_mc_lmeval", False)):
+        res = run_task(tiny, task, make_method("none"), tmp_path, limit=3, folds=1, seed=0, root=data_dir)
+        ref = evaluate_truthfulqa_mc(tiny, items, instruction=instruction)
+        assert [(it["mc1"], it["mc2"]) for it in res["items"]] == [(r.mc1, r.mc2) for r in ref.per_question]
+        assert res["protocol"] == {"instruction": instruction}
+        runs[task] = res
+    assert runs["truthfulqa_mc"]["config_hash"] != runs["truthfulqa_mc_lmeval"]["config_hash"]
+    assert [it["mc2"] for it in runs["truthfulqa_mc"]["items"]] != [it["mc2"] for it in runs["truthfulqa_mc_lmeval"]["items"]]

@@ -377,7 +377,8 @@ def demo(
 @app.command("eval")
 @_errors
 def eval_cmd(
-    task: str = typer.Argument(..., help="sts | truthfulqa_mc | truthfulqa_gen | copa | storycloze | snli | mmlu | sst2 | "
+    task: str = typer.Argument(..., help="sts | truthfulqa_mc (ITI's instruction + primer) | truthfulqa_mc_lmeval "
+                                         "(primer only) | truthfulqa_gen | copa | storycloze | snli | mmlu | sst2 | "
                                          "winogrande | persona/<trait> | caa/<behavior> | ai_risk/<set> "
                                          "(`steerlab list` shows every name)"),
     model: str = ModelOpt,

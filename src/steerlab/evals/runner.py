@@ -10,7 +10,8 @@ items (and the fitting of folds with nothing left to score) and scores the rest;
 line from a killed process is dropped. ``results.json`` is written atomically at the end and
 contains no timings, so the same configuration gives the same file.
 
-Tasks: ``truthfulqa_mc`` (MC-json items, MC1/MC2/MC3), ``truthfulqa_gen`` (CSV items, greedy
+Tasks: ``truthfulqa_mc`` (MC-json items, MC1/MC2/MC3; ITI's instruction + QA primer, the ITI/FASB protocol),
+``truthfulqa_mc_lmeval`` (the same without the instruction, as lm-evaluation-harness), ``truthfulqa_gen`` (CSV items, greedy
 generation judged by ``run_task(..., judge=...)``, by default
 :func:`~steerlab.evals.judges.default_judge`; the judge's name is part of the run's configuration and hash;
 True / Info / True*Info), the six MC tasks (acc / acc_norm / acc_char) and the behaviour sets
@@ -26,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -60,13 +61,18 @@ class TaskSpec:
     aggregate: Callable[[Sequence[dict[str, Any]]], dict[str, float | None]] | None = None
     #: scored by a judge (``run_task``'s ``judge``, part of the configuration hash)
     uses_judge: bool = False
+    #: how the task's prompts are built (part of the configuration hash when not empty)
+    protocol: dict[str, Any] = field(default_factory=dict)
 
 
-def _eval_truthfulqa(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int, judge: Any) -> Rows:
-    from .truthfulqa import evaluate_truthfulqa_mc
+def _eval_truthfulqa(instruction: bool) -> Evaluate:
+    def run(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod, batch_size: int, judge: Any) -> Rows:
+        from .truthfulqa import evaluate_truthfulqa_mc
 
-    res = evaluate_truthfulqa_mc(lm, items, **fm.eval_kwargs(), batch_size=batch_size)
-    return [{"mc1": r.mc1, "mc2": r.mc2, "mc3": r.mc3} for r in res.per_question]
+        res = evaluate_truthfulqa_mc(lm, items, **fm.eval_kwargs(), instruction=instruction, batch_size=batch_size)
+        return [{"mc1": r.mc1, "mc2": r.mc2, "mc3": r.mc3} for r in res.per_question]
+
+    return run
 
 
 def _eval_mc(task: str) -> Evaluate:
@@ -120,7 +126,7 @@ def _index(it: Any, i: int) -> str:
 
 _MC_TASKS = ("copa", "storycloze", "snli", "mmlu", "sst2", "winogrande")
 _BEHAVIOR_PREFIXES = ("persona/", "caa/", "ai_risk/")
-TASK_NAMES: tuple[str, ...] = ("truthfulqa_mc", "truthfulqa_gen", *_MC_TASKS, "persona/<trait>", "caa/<behavior>",
+TASK_NAMES: tuple[str, ...] = ("truthfulqa_mc", "truthfulqa_mc_lmeval", "truthfulqa_gen", *_MC_TASKS, "persona/<trait>", "caa/<behavior>",
                                "ai_risk/<set>")
 
 
@@ -129,13 +135,17 @@ def task_names() -> list[str]:
     from ..data.registry import dataset_names
 
     behav = [n for n in dataset_names() if n.startswith(_BEHAVIOR_PREFIXES)]
-    return ["truthfulqa_mc", "truthfulqa_gen", *_MC_TASKS, *behav]
+    return ["truthfulqa_mc", "truthfulqa_mc_lmeval", "truthfulqa_gen", *_MC_TASKS, *behav]
 
 
 def get_task(name: str) -> TaskSpec:
     """The :class:`TaskSpec` of ``name``; ``ValueError`` for unknown tasks."""
-    if name == "truthfulqa_mc":
-        return TaskSpec(name, "truthfulqa_mc", None, ("mc1", "mc2", "mc3"), _eval_truthfulqa, _question)
+    if name in ("truthfulqa_mc", "truthfulqa_mc_lmeval"):
+        # ITI's / FASB's protocol: ITI's instruction, then the QA primer; `_lmeval`: the primer only, as
+        # lm-evaluation-harness scores it (steerlab's default before issue #11)
+        instruction = name == "truthfulqa_mc"
+        return TaskSpec(name, "truthfulqa_mc", None, ("mc1", "mc2", "mc3"), _eval_truthfulqa(instruction), _question,
+                        protocol={"instruction": instruction})
     if name == "truthfulqa_gen":
         return TaskSpec(name, "truthfulqa", None, ("true", "info", "true_info"), _eval_truthfulqa_gen, _question,
                         _aggregate_gen, uses_judge=True)
@@ -301,6 +311,8 @@ def run_task(
         "method": method.name, "method_config": method.config_dict(),
         "model": model_id or f"{lm.name}|{lm.source}", "batch_size": batch_size, "chunk_size": chunk_size,
     }
+    if spec.protocol:
+        config["protocol"] = dict(spec.protocol)
     if spec.uses_judge:
         name = getattr(judge, "name", "")
         if not isinstance(name, str) or not name:
@@ -347,6 +359,7 @@ def run_task(
         "method_config": method.config_dict(),
         "model": config["model"],
         **({"judge": config["judge"]} if spec.uses_judge else {}),
+        **({"protocol": config["protocol"]} if spec.protocol else {}),
         "limit": limit,
         "folds": folds,
         "seed": seed,
