@@ -137,3 +137,21 @@ def test_embedded_tp(embedded):
     x = enc.encode(SENTS[:2])
     assert x.shape == (2, 576) and np.isfinite(x).all()
     assert len(embedded.tokenizer) == n_tok
+
+
+def test_randn_init_option(tiny):
+    """`init="randn"` (the TP reference's starting vector): a seeded standard normal vector; the default
+    stays the embedding statistics; describe() records the option only when it is not the default."""
+    default = Encoder(tiny, tp=True)
+    ref = Encoder(tiny, tp={"init": "randn", "seed": 3})
+    expected = torch.randn(tiny.adapter.hidden_size, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(ref._pst.vector, expected.to(ref._pst.vector.dtype))
+    assert not torch.equal(default._pst.vector, Encoder(tiny, tp={"init": "randn"})._pst.vector)
+    assert "init" not in default.describe()["tp"] and ref.describe()["tp"]["init"] == "randn"
+    # before layer `start` only the placeholder's own position differs, so with TP starting at layer 1 the
+    # embeddings change only through layer 0's view of the placeholder
+    a = default.encode(SENTS)
+    b = Encoder(tiny, tp={"init": "randn"}).encode(SENTS)
+    assert a.shape == b.shape and not np.allclose(a, b)
+    with pytest.raises(ValueError, match="^TP init must be one of embedding_stats, randn, got 'zeros'$"):
+        Encoder(tiny, tp={"init": "zeros"})

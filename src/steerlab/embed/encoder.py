@@ -20,6 +20,7 @@ over each row's real tokens, so an embedding does not depend on the batch it was
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from contextlib import ExitStack
 from typing import Any, Callable, Iterable, Sequence
@@ -168,8 +169,9 @@ class Encoder:
             exit_ = tp_default_exit(self.n_layers, tcfg.start) if tcfg.exit is None else tcfg.exit
             if exit_ > self.n_layers or tcfg.start >= self.n_layers:
                 raise ValueError(f"TP layers [{tcfg.start}, {exit_}) out of range for {self.n_layers} layers")
-            tcfg = TPConfig(tcfg.start, exit_, tcfg.placeholder, tcfg.seed)
-            self._pst = Placeholder(self.lm.tokenizer, self.model.get_input_embeddings(), tcfg.placeholder, tcfg.seed)
+            tcfg = dataclasses.replace(tcfg, exit=exit_)
+            self._pst = Placeholder(self.lm.tokenizer, self.model.get_input_embeddings(), tcfg.placeholder, tcfg.seed,
+                                    tcfg.init)
         self.tp: TPConfig | None = tcfg
 
         self.templates = tuple(
@@ -209,7 +211,9 @@ class Encoder:
                 "variant": self.cp.variant, "layer": self.cp.layer, "alpha": self.cp.alpha, "aux_prompt": self.aux_template
             },
             "tp": None if self.tp is None else {
-                "start": self.tp.start, "exit": self.tp.exit, "placeholder": self.tp.placeholder, "seed": self.tp.seed
+                "start": self.tp.start, "exit": self.tp.exit, "placeholder": self.tp.placeholder, "seed": self.tp.seed,
+                # written only when not the default, so stores made before the option existed still resume
+                **({"init": self.tp.init} if self.tp.init != "embedding_stats" else {}),
             },
             "preprocess": self.preprocess,
             "max_sentence_tokens": self.max_sentence_tokens,

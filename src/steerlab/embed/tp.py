@@ -29,10 +29,14 @@ from ..hooks import HookManager, StepState
 from ..sites import Site, SiteKind
 from .prompts import PST
 
-__all__ = ["TPConfig", "Placeholder", "tp_default_exit", "add_tp_hooks", "placeholder_positions"]
+__all__ = ["TPConfig", "TP_INITS", "Placeholder", "tp_default_exit", "add_tp_hooks", "placeholder_positions"]
 
 _PAPER_EXIT = 7  # Llama-2-7B + PromptEOL: TP on layers 1..7 (exit 7) of 32
 _PAPER_DEPTH = 32
+
+
+#: how the placeholder's input vector is drawn (see :class:`TPConfig`)
+TP_INITS = ("embedding_stats", "randn")
 
 
 @dataclass(frozen=True)
@@ -40,12 +44,16 @@ class TPConfig:
     """Token Prepending settings: overwrite before layers ``start <= i < exit`` (0-based).
 
     ``exit=None``: the paper's Llama-2-7B setting (exit 7 of 32) scaled to the model's depth.
+    ``init``: the placeholder's input vector before layer ``start`` overwrites it: ``"embedding_stats"``
+    (the embedding outputs' per-dimension mean + std * seeded noise; steerlab's default) or ``"randn"``
+    (a seeded standard normal vector, as the TP reference code's ``randn``).
     """
 
     start: int = 1
     exit: int | None = None
     placeholder: str = PST
     seed: int = 0
+    init: str = "embedding_stats"
 
     def __post_init__(self) -> None:
         if not isinstance(self.start, int) or self.start < 1:
@@ -54,6 +62,8 @@ class TPConfig:
             raise ValueError(f"TP exit must be an integer > start ({self.start}), got {self.exit!r}")
         if not self.placeholder or "{s}" in self.placeholder:
             raise ValueError(f"bad TP placeholder {self.placeholder!r}")
+        if self.init not in TP_INITS:
+            raise ValueError(f"TP init must be one of {', '.join(TP_INITS)}, got {self.init!r}")
 
     @classmethod
     def coerce(cls, tp: Any) -> "TPConfig | None":
@@ -79,7 +89,8 @@ def tp_default_exit(n_layers: int, start: int = 1) -> int:
 class Placeholder:
     """A tokenizer copy that knows the placeholder, and the placeholder's input vector."""
 
-    def __init__(self, tokenizer: Any, embed: nn.Module, placeholder: str = PST, seed: int = 0) -> None:
+    def __init__(self, tokenizer: Any, embed: nn.Module, placeholder: str = PST, seed: int = 0,
+                 init: str = "embedding_stats") -> None:
         from tokenizers import AddedToken
 
         self.text = placeholder
@@ -90,7 +101,7 @@ class Placeholder:
         if ids != [self.token_id]:
             raise RuntimeError(f"the tokenizer does not keep {placeholder!r} as one token (got {ids})")
         self.embed = embed
-        self.vector = self._init_vector(embed, seed)
+        self.vector = self._init_vector(embed, seed, init)
         # any id the embedding can look up; its rows are replaced by ``vector``
         pad = self.tokenizer.pad_token_id
         self.safe_id = int(pad) if pad is not None and 0 <= pad < self._vocab(embed) else 0
@@ -102,7 +113,7 @@ class Placeholder:
 
     @classmethod
     @torch.no_grad()
-    def _init_vector(cls, embed: nn.Module, seed: int) -> torch.Tensor:
+    def _init_vector(cls, embed: nn.Module, seed: int, init: str = "embedding_stats") -> torch.Tensor:
         w = getattr(embed, "weight", None)
         device = w.device if w is not None else torch.device("cpu")
         n = min(cls._vocab(embed), 8192)
@@ -110,6 +121,8 @@ class Placeholder:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         noise = torch.randn(sample.shape[-1], generator=gen).to(device)
         dtype = w.dtype if w is not None else sample.dtype
+        if init == "randn":
+            return noise.to(dtype)
         return (sample.mean(0) + sample.std(0) * noise).to(dtype)
 
     def inputs_embeds(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
