@@ -12,18 +12,17 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from contextlib import ExitStack
 from typing import Any, Sequence, Union
 
 import torch
 
 from .artifacts import check_vector, load_vector
-from .hooks import EditFn, HookManager, StepState
+from .hooks import EditFn, HookManager, StepState, positions_from_mask
 from .interventions.add import AddIntervention, AddState, Steer, Where
 from .interventions.base import Intervention
 from .models import LoadedModel
 from .monitors import Action, Continue, Monitor, Rewind, RowAnswer, SetSteer, StepReading, Stop
-from .progress import ProgressBar
+from .progress import ProgressBar, progress_for
 from .runtime import position_ids
 from .sites import Site
 from .vectors import SteeringVector
@@ -297,13 +296,7 @@ def generate(
     full_ids, full_mask = ids, mask
 
     interrupted = False
-    own_bar = not isinstance(progress, ProgressBar)
-    bar = ProgressBar(n_new, bool(progress), "generating", "tok", transient=True) if own_bar else progress
-    if not own_bar:
-        bar.reset(n_new)
-    with hooks, ExitStack() as stack:
-        if own_bar:
-            stack.enter_context(bar)
+    with hooks, progress_for(progress, n_new, "generating", "tok", transient=True, reset=True) as bar:
         try:
             for step in range(limit):
                 if cache is not None and step > 0:
@@ -317,7 +310,7 @@ def generate(
                         positions, min_position = pos_ids, None
                 else:
                     inp = full_ids
-                    positions = torch.where(full_mask.bool(), full_mask.long().cumsum(-1) - 1, -1)
+                    positions = positions_from_mask(full_mask)
                     pos_ids = position_ids(full_mask)
                     min_position = None
                 hooks.set_state(positions=positions, prompt_lens=prompt_lens, min_position=min_position)

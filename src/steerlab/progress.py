@@ -6,14 +6,15 @@ embeddings (per batch, across the chunks of a resumable run) and generation (per
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.text import Text
 
-__all__ = ["ProgressBar"]
+__all__ = ["ProgressBar", "progress_for"]
 
 
 class _Speed(ProgressColumn):
@@ -66,3 +67,17 @@ class ProgressBar:
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+@contextmanager
+def progress_for(show: "bool | ProgressBar | None", total: int, label: str, unit: str = "items", *,
+                 transient: bool = False, reset: bool = False) -> Iterator[ProgressBar]:
+    """The bar a loop advances: the caller's own :class:`ProgressBar` when ``show`` is one (a bar over a larger
+    job; ``reset``: start it over at ``total``), else a new bar of ``total`` steps shown when ``show`` is true."""
+    if isinstance(show, ProgressBar):
+        if reset:
+            show.reset(total)
+        yield show
+        return
+    with ProgressBar(total, bool(show), label, unit, transient=transient) as bar:
+        yield bar

@@ -20,7 +20,7 @@ only the model, hook and site layers.
 from __future__ import annotations
 
 import copy
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -68,12 +68,19 @@ def forward(lm: LoadedModel, hooks: HookManager | None = None, *, grad: bool = F
     intervention's parameters, receive them). Returns the model output (None when a hook ended the pass
     with :class:`~steerlab.hooks.StopForward`)."""
     out = None
+    with _pass(hooks, grad):
+        out = lm.model(**inputs)
+    return out
+
+
+@contextmanager
+def _pass(hooks: HookManager | None, grad: bool) -> Iterator[None]:
+    """One forward pass's context: the grad mode asked for, and ``hooks`` active (when given)."""
     with ExitStack() as stack:
         stack.enter_context(torch.enable_grad() if grad else torch.no_grad())
         if hooks is not None:
             stack.enter_context(hooks)
-        out = lm.model(**inputs)
-    return out
+        yield
 
 
 def token_logprobs(lm: LoadedModel, batch: "Batch", hooks: HookManager | None = None, *,
@@ -84,10 +91,7 @@ def token_logprobs(lm: LoadedModel, batch: "Batch", hooks: HookManager | None = 
     keep = int(batch.cont_lens.max()) + 1
     if hooks is not None:
         hooks.set_state(positions=positions_from_mask(batch.attention_mask), prompt_lens=batch.context_lens)
-    with ExitStack() as stack:
-        stack.enter_context(torch.enable_grad() if grad else torch.no_grad())
-        if hooks is not None:
-            stack.enter_context(hooks)
+    with _pass(hooks, grad):
         logits = forward_logits(lm.model, batch, keep)
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts the last keep-1 tokens
         targets = batch.input_ids[:, -(keep - 1):]

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..arch import ArchitectureError
 from ..hooks import HookManager, StepState, StopForward
 from ..models import LoadedModel, load_model
-from ..progress import ProgressBar
+from ..progress import ProgressBar, progress_for
 from ..runtime import base_prefix, forward, position_ids
 from ..sites import Site, SiteKind
 from .cp import CPConfig, apply_cp, cp_default_alpha, cp_default_layer, record_aux
@@ -309,11 +309,7 @@ class Encoder:
             return out
         sents = [self._prepare(s) for s in texts]
         order = sorted(range(len(sents)), key=lambda i: -len(sents[i]))
-        own = not isinstance(show_progress_bar, ProgressBar)
-        bar = ProgressBar(len(sents), bool(show_progress_bar), desc, "sent") if own else show_progress_bar
-        with ExitStack() as stack:
-            if own:
-                stack.enter_context(bar)
+        with progress_for(show_progress_bar, len(sents), desc, "sent") as bar:
             for start in range(0, len(order), bs):
                 idx = order[start:start + bs]
                 feats = fn([sents[i] for i in idx])
