@@ -214,3 +214,54 @@ def test_reference_sigma_equals_a_plain_computation() -> None:
     assert not torch.allclose(on_records.sigma, fit.sigma)
     with pytest.raises(ValueError, match="^sigma_texts is empty"):
         fit_iti(lm, records, ITIConfig(k=3, val_fraction=0.0), sigma_texts=[])
+
+
+def test_given_validation_groups_train_and_rank_the_probes(tiny) -> None:
+    """val_groups: the probes are trained on the other groups' rows and ranked on these (ITI's split of the
+    training fold), equal to fit_head_probes on those rows computed here."""
+    from steerlab.probes import fit_head_probes
+
+    records = _records()
+    val_q = {QUESTIONS[1], QUESTIONS[4]}
+    fit = fit_iti(tiny, records, _cfg(k=3, alpha=1.0), val_groups=val_q)
+    is_val = [r.key in val_q for r in records]
+    assert fit.val_idx.tolist() == [i for i, v in enumerate(is_val) if v]
+    assert fit.train_idx.tolist() == [i for i, v in enumerate(is_val) if not v]
+    x = capture_heads(tiny, [(r.prompt, r.answer) for r in records], 32)
+    y = torch.tensor([r.label for r in records])
+    plain = fit_head_probes(x, y, fit.train_idx, fit.val_idx, standardize=True)
+    assert torch.equal(plain.val_acc, fit.probes.val_acc)
+    assert fit.heads == plain.top_k(3)
+    assert fit.vector.meta.extra["val_fraction"] == "given"
+    with pytest.raises(ValueError, match="^every record is in val_groups"):
+        fit_iti(tiny, records, _cfg(k=3), val_groups=set(QUESTIONS))
+
+
+def test_harness_iti_probes_use_the_runners_split() -> None:
+    """The harness ITI (probe_split="given") trains its probes on the training items only and ranks the
+    heads on the validation items; "nested" draws its own split of both."""
+    from steerlab.data.records import TruthfulQAMCItem
+    from steerlab.methods import make_method
+
+    lm = tiny_model("llama")
+    items = [TruthfulQAMCItem(f"Is thing {i} true?", (f"Yes {i}.", f"No {i}."), (1, 0),
+                              (f"Yes {i}.", f"Sure {i}.", f"No {i}."), (1, 1, 0)) for i in range(10)]
+    given = make_method("iti", k=2, alpha=1.0, batch_size=32).fit(lm, items[:8], items[8:])
+    assert given.info["probe_split"] == "given"
+    assert (given.info["n_probe_train"], given.info["n_probe_val"]) == (8 * 3, 2 * 3)
+    nested = make_method("iti", k=2, alpha=1.0, batch_size=32, probe_split="nested").fit(lm, items[:8], items[8:])
+    assert nested.info["probe_split"] == "nested" and nested.info["n_probe_val"] == 2 * 3  # its own 20 %
+    with pytest.raises(ValueError, match="^probe_split must be 'given' or 'nested', got 'x'$"):
+        make_method("iti", probe_split="x")
+
+
+def test_with_k_equals_a_fit_with_that_k(tiny) -> None:
+    """A k / alpha sweep from one fit gives the vector a fit with that k and alpha gives."""
+    big = fit_iti(tiny, _records(), _cfg(k=6, alpha=1.0, seed=0))
+    small = fit_iti(tiny, _records(), _cfg(k=2, alpha=3.0, seed=0))
+    swept = big.with_k(2, alpha=3.0, lm=tiny)
+    assert swept.heads == small.heads and swept.config == small.config
+    assert swept.vector.vectors.keys() == small.vector.vectors.keys()
+    for key, v in small.vector.vectors.items():
+        assert torch.allclose(swept.vector.vectors[key], v, atol=1e-6)
+    assert swept.vector.meta.heads == small.vector.meta.heads

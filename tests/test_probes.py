@@ -194,3 +194,24 @@ def test_iti_vector_bad_heads() -> None:
         iti_vector(x, y, [])
     with pytest.raises(ValueError, match="unknown direction"):
         iti_vector(x, y, [(0, 0)], direction="pca")
+
+
+def test_tie_orders() -> None:
+    """Heads of equal validation accuracy: "other" orders them by training accuracy, then index; "numpy"
+    is ITI's reference expression np.argsort(acc)[::-1] on the flattened (layer, head) grid."""
+    import numpy as np
+
+    from steerlab.probes import HeadProbes
+
+    g = torch.Generator().manual_seed(0)
+    val = (torch.randint(0, 3, (L, H), generator=g) / 4).float()  # many ties
+    train = torch.rand(L, H, generator=g)
+    pr = HeadProbes(torch.zeros(L, H, 2), torch.zeros(L, H), train, val)
+    flat = np.argsort(val.flatten().double().numpy())[::-1]
+    assert pr.ranking(ties="numpy") == [(int(i) // H, int(i) % H) for i in flat]
+    other = pr.ranking()
+    keys = [(-float(val[l, h]), -float(train[l, h]), l, h) for l, h in other]
+    assert keys == sorted(keys)  # accuracy, then the other accuracy, then (layer, head)
+    assert pr.top_k(3, ties="numpy") == pr.ranking(ties="numpy")[:3]
+    with pytest.raises(ValueError, match="^bad ties 'random': use one of other, numpy$"):
+        pr.ranking(ties="random")

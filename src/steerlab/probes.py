@@ -29,6 +29,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,16 +43,20 @@ __all__ = [
     "Head",
     "HeadProbes",
     "DIRECTIONS",
+    "TIES",
     "fit_head_probes",
     "mass_mean_directions",
     "probe_directions",
     "projection_std",
     "head_directions",
     "iti_vector",
+    "shift_vector",
 ]
 
 Head = tuple[int, int]
 DIRECTIONS = ("mass_mean", "probe")
+#: how :meth:`HeadProbes.ranking` orders heads of equal accuracy
+TIES = ("other", "numpy")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,32 +165,41 @@ class HeadProbes:
     def shape(self) -> tuple[int, int, int]:
         return (self.n_layers, self.n_heads, self.head_dim)
 
-    def ranking(self, by: str = "val") -> list[Head]:
+    def ranking(self, by: str = "val", ties: str = "other") -> list[Head]:
         """All heads, best first: by validation (``"val"``) or training (``"train"``) accuracy.
 
-        Ties are broken by the other accuracy, then by ``(layer, head)`` order.
+        ``ties="other"`` (default) breaks ties by the other accuracy, then by ``(layer, head)`` order:
+        the same on every machine. ``ties="numpy"`` is ITI's reference expression,
+        ``np.argsort(acc.flatten())[::-1]``: numpy's default sort is not stable, so the order of tied
+        heads depends on the numpy version and the CPU's sort kernels (the reference itself is not
+        reproducible there); use it to match a reference run on the same machine.
         """
         if by not in ("val", "train"):
             raise ValueError(f"bad ranking key {by!r}: use 'val' or 'train'")
+        if ties not in TIES:
+            raise ValueError(f"bad ties {ties!r}: use one of {', '.join(TIES)}")
         first, second = (self.val_acc, self.train_acc) if by == "val" else (self.train_acc, self.val_acc)
         if bool(torch.isnan(first).any()):
             raise ValueError("no validation accuracy (the probes were fitted without validation rows); use by='train'")
         a = first.flatten().double()
+        h = self.n_heads
+        if ties == "numpy":
+            flat = np.argsort(a.numpy())[::-1]
+            return [(int(i) // h, int(i) % h) for i in flat]
         b = torch.nan_to_num(second.flatten().double(), nan=0.0)
         order = torch.arange(a.numel())
         order = order[torch.argsort(-b[order], stable=True)]
         order = order[torch.argsort(-a[order], stable=True)]
-        h = self.n_heads
         return [(int(i) // h, int(i) % h) for i in order]
 
-    def top_k(self, k: int, by: str = "val") -> list[Head]:
+    def top_k(self, k: int, by: str = "val", ties: str = "other") -> list[Head]:
         """The ``k`` best heads as ``(layer, head)`` pairs, best first (see :meth:`ranking`)."""
         total = self.n_layers * self.n_heads
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if k > total:
             raise ValueError(f"k={k} is larger than the number of heads ({self.n_layers} x {self.n_heads} = {total})")
-        return self.ranking(by)[:k]
+        return self.ranking(by, ties)[:k]
 
     def decision_function(self, x_heads: torch.Tensor) -> torch.Tensor:
         """Logits ``w . x + b`` for ``x_heads`` of shape ``(..., L, H, D)``; returns ``(..., L, H)``."""
@@ -545,6 +559,26 @@ def iti_vector(
         sigma = projection_std(x, u, sigma_idx)
     elif tuple(sigma.shape) != (n_layers, n_heads):
         raise ValueError(f"sigma has shape {tuple(sigma.shape)}; expected {(n_layers, n_heads)}")
+    return shift_vector(u, sigma, sel, alpha, lm=lm, extra={"direction": direction, "n_examples": n,
+                                                            **dict(extra or {})})
+
+
+def shift_vector(
+    u: torch.Tensor,
+    sigma: torch.Tensor,
+    heads: Sequence[Head],
+    alpha: float,
+    *,
+    lm: "LoadedModel | None" = None,
+    extra: Mapping[str, Any] | None = None,
+) -> SteeringVector:
+    """``alpha * sigma[l,h] * u[l,h]`` on each of ``heads``, zero elsewhere: one ``heads.L`` site (width
+    ``H*D``) per layer with a selected head. ``u`` ``(L, H, D)`` unit directions, ``sigma`` ``(L, H)``."""
+    n_layers, n_heads, d = u.shape
+    sel = _check_heads(heads, n_layers, n_heads)
+    alpha = check_strength(alpha, "alpha")
+    if tuple(sigma.shape) != (n_layers, n_heads):
+        raise ValueError(f"sigma has shape {tuple(sigma.shape)}; expected {(n_layers, n_heads)}")
     by_layer: dict[int, list[int]] = {}
     for layer, head in sel:
         by_layer.setdefault(layer, []).append(head)
@@ -559,11 +593,9 @@ def iti_vector(
         meta_heads[key] = tuple(sorted(by_layer[layer]))
     info: dict[str, Any] = {
         "alpha": float(alpha),
-        "direction": direction,
         "k": len(sel),
         "selected_heads": [[layer, head] for layer, head in sel],
         "sigma": [float(sigma[layer, head]) for layer, head in sel],
-        "n_examples": n,
         **dict(extra or {}),
     }
     if lm is not None:

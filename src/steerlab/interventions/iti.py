@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from os import PathLike
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any, Collection, Iterator, Mapping, Sequence, Union
 
 import torch
 from torch import nn
@@ -38,7 +38,8 @@ from ..artifacts import (InterventionArtifact, TensorSpec, VectorError, artifact
 from ..capture import capture
 from ..checks import check_strength
 from ..models import LoadedModel
-from ..probes import DIRECTIONS, Head, HeadProbes, fit_head_probes, head_directions, iti_vector, projection_std
+from ..probes import (DIRECTIONS, TIES, Head, HeadProbes, fit_head_probes, head_directions, iti_vector,
+                      projection_std, shift_vector)
 from ..sites import Site, SiteKind
 from ..vectors import SteeringVector
 from .add import Steer, Where
@@ -73,8 +74,9 @@ class ITIConfig:
     "center of mass") or ``"probe"``, ``where`` the steered positions at generation
     (``"generated"``: every generated token). ``val_fraction`` of the *groups* (questions)
     goes to validation, shuffled with ``seed``; with ``val_fraction=0`` heads are ranked by
-    training accuracy. ``c`` / ``standardize`` are passed to the probes; ``batch_size`` and
-    ``chat`` to the capture.
+    training accuracy (:func:`fit_iti`'s ``val_groups`` replaces this split with a given one).
+    ``c`` / ``standardize`` are passed to the probes; ``batch_size`` and ``chat`` to the capture;
+    ``ties`` orders heads of equal accuracy (:meth:`steerlab.probes.HeadProbes.ranking`).
     """
 
     k: int = 48
@@ -87,6 +89,7 @@ class ITIConfig:
     standardize: bool = False
     batch_size: int = 16
     chat: bool = False
+    ties: str = "other"
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
@@ -100,6 +103,8 @@ class ITIConfig:
             raise ValueError(f"c must be > 0, got {self.c}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.ties not in TIES:
+            raise ValueError(f"unknown ties {self.ties!r}: use one of {', '.join(TIES)}")
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,15 @@ def split_by_group(groups: Sequence[str], val_fraction: float = 0.2, seed: int =
     return (~rows_val).nonzero().flatten(), rows_val.nonzero().flatten()
 
 
+def _given_split(groups: Sequence[str], val_groups: Collection[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices ``(train, val)``: rows whose group is in ``val_groups`` are validation."""
+    val = set(val_groups)
+    is_val = torch.tensor([g in val for g in groups], dtype=torch.bool)
+    if bool(is_val.all()):
+        raise ValueError("every record is in val_groups: no rows left to train the probes")
+    return (~is_val).nonzero().flatten(), is_val.nonzero().flatten()
+
+
 @dataclass
 class ITIFit:
     """A fitted ITI: the steering vector plus what produced it.
@@ -241,6 +255,18 @@ class ITIFit:
         """A :class:`Steer` for :func:`steerlab.generate` (``where`` defaults to the config's)."""
         return Steer(self.vector, float(strength), self.config.where if where is None else where)
 
+    def with_k(self, k: int, alpha: float | None = None, lm: LoadedModel | None = None) -> "ITIFit":
+        """The same fit with the top ``k`` heads of the same ranking (and ``alpha``, default the config's):
+        a sweep over ``k`` / ``alpha`` without fitting again. ``lm`` fills the vector's model fields."""
+        by = "val" if self.val_idx.numel() else "train"
+        heads = self.probes.top_k(k, by=by, ties=self.config.ties)
+        cfg = replace(self.config, k=k, alpha=self.config.alpha if alpha is None else float(alpha))
+        keep = {k2: v for k2, v in (self.vector.meta.extra or {}).items()
+                if k2 not in ("alpha", "k", "selected_heads", "sigma", "val_acc")}
+        keep["val_acc"] = [float(self.probes.val_acc[l, h]) for l, h in heads]
+        vector = shift_vector(self.directions, self.sigma, heads, cfg.alpha, lm=lm, extra=keep)
+        return ITIFit(vector, self.probes, heads, self.directions, self.sigma, self.train_idx, self.val_idx, cfg)
+
 
 def fit_iti(
     lm: LoadedModel,
@@ -250,6 +276,7 @@ def fit_iti(
     activations: torch.Tensor | None = None,
     progress: bool = False,
     sigma_texts: Sequence[str] | None = None,
+    val_groups: Collection[str] | None = None,
 ) -> ITIFit:
     """Fit ITI from labelled ``(prompt, answer, label[, group])`` records.
 
@@ -259,6 +286,10 @@ def fit_iti(
     of each head's shift) is the std of the projection on the direction over the last tokens of
     ``sigma_texts`` when given -- ITI's reference takes it over separate ``"Q: {q} A: {answer} Q: {random
     question}"`` prompts (:func:`reference_sigma_texts`) -- and over the probe records otherwise.
+    ``val_groups`` (group keys, e.g. questions) gives the probes' validation rows: the records of those
+    groups rank the heads and the others train the probes, as ITI does with its own 80/20 split of the
+    training fold (the harness passes its validation questions); without it ``config.val_fraction``
+    of the groups are drawn with ``config.seed`` (:func:`split_by_group`).
     """
     cfg = config or ITIConfig()
     ex = _examples(records)
@@ -267,7 +298,10 @@ def fit_iti(
     if cfg.k > total:
         raise ValueError(f"k={cfg.k} is larger than the number of heads ({a.n_layers} x {a.n_heads} = {total})")
     y = torch.tensor([r.label for r in ex], dtype=torch.long)
-    train_idx, val_idx = split_by_group([r.key for r in ex], cfg.val_fraction, cfg.seed)
+    if val_groups is None:
+        train_idx, val_idx = split_by_group([r.key for r in ex], cfg.val_fraction, cfg.seed)
+    else:
+        train_idx, val_idx = _given_split([r.key for r in ex], val_groups)
     if int(y[train_idx].sum()) in (0, train_idx.numel()):
         raise ValueError("the training split has a single class; give more records or change the seed")
     if activations is None:
@@ -279,7 +313,7 @@ def fit_iti(
             raise ValueError(f"activations have shape {tuple(x.shape)}; expected {expected} for these records")
     probes = fit_head_probes(x, y, train_idx, val_idx if val_idx.numel() else None, c=cfg.c,
                              standardize=cfg.standardize)
-    heads = probes.top_k(cfg.k, by="val" if val_idx.numel() else "train")
+    heads = probes.top_k(cfg.k, by="val" if val_idx.numel() else "train", ties=cfg.ties)
     directions = head_directions(x, y, cfg.direction, probes)
     if sigma_texts is not None:
         if not sigma_texts:
@@ -288,7 +322,8 @@ def fit_iti(
         sigma = projection_std(xs, directions)
     else:
         sigma = projection_std(x, directions)
-    extra = {"val_fraction": cfg.val_fraction, "seed": cfg.seed, "n_train": int(train_idx.numel()),
+    extra = {"val_fraction": cfg.val_fraction if val_groups is None else "given", "seed": cfg.seed,
+             "n_train": int(train_idx.numel()),
              "n_val": int(val_idx.numel()), "chat": cfg.chat,
              "val_acc": [float(probes.val_acc[l, h]) for l, h in heads],
              "sigma_from": "records" if sigma_texts is None else f"{len(sigma_texts)} sigma_texts"}
