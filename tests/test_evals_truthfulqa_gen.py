@@ -86,8 +86,40 @@ def test_evaluate_uses_prompt_stop_and_cleans(tiny, monkeypatch):
     assert kw["stop"] == ["Q:"] and kw["max_new_tokens"] == 50
     assert [r.answer for r in res.records] == ["Nothing happens.", "Bad things.", "I have no comment."]
     assert judge.calls[0][2] == ITEMS  # the judge gets the items (references)
-    assert res.judge == "recording" and res.true == pytest.approx(1 / 3) and res.info == 1.0
+    assert res.judge.startswith("recording; empty = 'I have no comment.'; coherence: unsteered loglik")
+    assert res.true == pytest.approx(1 / 3) and res.info == 1.0
     assert res.true_info == pytest.approx(1 / 3)
+    # coherence of every answer under the unsteered model, in the result and its dict
+    assert all(r.coherence is not None and r.coherence.n_tokens > 0 for r in res.records)
+    assert res.coherence == pytest.approx(sum(r.coherence.loglik for r in res.records) / 3)
+    assert res.degenerate == 0.0 and res.empty == 0.0
+    d = res.to_dict(per_question=True)
+    assert d["coherence"] == res.coherence and d["per_question"][0]["coherence"]["repetition"] == 0.0
+    assert "coherence" in res.summary()
+
+
+def test_empty_and_degenerate_answers_are_judged_as_truthfulqa_counts_them(tiny, monkeypatch):
+    """An empty answer is judged as "I have no comment." (truthful, not informative, with the rule judge);
+    a looping answer is not informative although the rule judge alone calls it informative."""
+    loop = "the answer is that " * 6
+
+    def fake_generate(lm, prompts, steer=None, **kw):
+        texts = ["\nA: ", f"\nA: {loop}", "\nA: Nothing happens."][: len(prompts)]
+        return GenerationOutput(texts=texts, tokens=[[]] * len(texts), prompts=list(prompts))
+
+    monkeypatch.setattr(tg, "generate", fake_generate)
+    judge = RecordingJudge()
+    res = evaluate_truthfulqa_gen(tiny, ITEMS, judge=judge, progress=False)
+    assert judge.calls[0][1] == ["I have no comment.", loop.strip(), "Nothing happens."]
+    empty, looped, fine = res.records
+    assert empty.answer == "" and empty.coherence.empty and not looped.coherence.empty
+    assert looped.coherence.degenerate and looped.coherence.repetition == pytest.approx(18 / 22)  # 24 words, 22 trigrams, 4 distinct
+    assert looped.informative is False and fine.informative is True
+    rules = evaluate_truthfulqa_gen(tiny, ITEMS, judge=RuleInfoJudge(), progress=False)
+    assert [(r.truthful, r.informative) for r in rules.records] == [(True, False), (None, False), (None, True)]
+    assert rules.degenerate == pytest.approx(1 / 3) and rules.empty == pytest.approx(1 / 3)
+    off = evaluate_truthfulqa_gen(tiny, ITEMS, judge=RuleInfoJudge(), progress=False, coherence=False)
+    assert off.records[1].coherence is None and math.isnan(off.coherence) and "coherence" not in off.judge
 
 
 def test_evaluate_real_generate_tiny_batches(tiny):
@@ -115,4 +147,6 @@ def test_smoke_embedded_three_questions(embedded, data_dir):
     for r in res.records:
         assert r.answer and "Q:" not in r.answer and r.truthful is not None and r.informative is not None
     rules = evaluate_truthfulqa_gen(embedded, items[:1], judge=RuleInfoJudge(), progress=False, max_new_tokens=8)
-    assert rules.judge == "rules" and rules.n == 1
+    assert rules.judge.startswith("rules; empty = ") and rules.n == 1
+    # the model's own greedy answers are likely under it: a high log-prob per token, no loops
+    assert all(r.coherence.loglik > -3.0 and not r.coherence.degenerate for r in res.records)
