@@ -426,3 +426,41 @@ def test_ctrl_c_during_the_first_prompt_prints_its_partial_text(llama_dir, monke
         "error: interrupted: the output above is what was generated before Ctrl-C (1 of 2 prompt(s))"
     )
     assert [json.loads(x) for x in res.stdout.splitlines()] == [{"prompt": "hi", "output": ""}]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "multiplier=a,b"], "error: bad value 'a' for caa.multiplier: expected float"),
+    (["--grid", "multiplier"], "error: bad grid 'multiplier': use NAME=V1,V2,..., e.g. multiplier=1,2,4"),
+    (["--grid", "strength=1,2"], "error: unknown option(s) for method 'caa': strength (known: layer, multiplier, "
+                                 "steer_from, max_pairs, batch_size)"),
+    (["--grid", "multiplier=1,2", "-p", "multiplier=3"], "error: 'multiplier' is both a --param and a --grid axis: "
+                                                         "give it once"),
+    (["--grid", "multiplier=1,2", "--select", "mc9"], "error: --select mc9: task 'caa/refusal' reports p_matching, "
+                                                      "matching_rate"),
+    (["--grid", "multiplier=1,2", "--coherence-margin", "1"], "error: --coherence-margin: task 'caa/refusal' has no "
+                                                              "coherence measure"),
+    (["--no-grow"], "error: --select, --coherence-margin, --val-limit and --no-grow need a --grid"),
+    (["--grid", "multiplier=1,1"], "error: grid axis 'multiplier' repeats a value"),
+])
+def test_eval_bad_grid_is_one_line_and_writes_nothing(tmp_path, args, message) -> None:
+    out = tmp_path / "out"
+    res = run("eval", "caa/refusal", "--method", "caa", "--model", "tiny", "--limit", "16", "--out", out, *args)
+    assert error_line(res) == message
+    assert not out.exists()
+
+
+def test_eval_grid_searches_each_fold_and_reports_it(tmp_path) -> None:
+    out = tmp_path / "out"
+    res = run("eval", "caa/refusal", "--method", "caa", "-p", "layer=1", "--model", "tiny", "--limit", "16",
+              "--grid", "multiplier=-6,3", "--no-grow", "--out", out)
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    chosen = [pf["selection"]["chosen"]["multiplier"] for pf in results["per_fold"]]
+    for f, m in enumerate(chosen):
+        # two values and no growth: the choice is at an edge of the grid, and the output says so
+        assert (f"fold {f}: chose {{'multiplier': {m}}} on 2 validation questions (max p_matching; 2 tried; "
+                "still at an edge: multiplier)") in res.output
+    assert results["command"].endswith("--grid multiplier=-6.0,3.0 --no-grow --select p_matching")
+    md = (out / "results.md").read_text()
+    assert "Validation search" in md
+    assert f"caa fold 0 (2 questions, max p_matching): **chose {{'multiplier': {chosen[0]}}}**, still at an edge" in md

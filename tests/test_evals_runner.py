@@ -50,7 +50,8 @@ def test_tasks():
         get_task("boolq")
     with pytest.raises(ValueError, match="unknown behaviour set"):
         get_task("persona/a/b")
-    assert get_task("truthfulqa_gen").metrics == ("true", "info", "true_info")
+    assert get_task("truthfulqa_gen").metrics == ("true", "info", "true_info", "coherence", "repetition", "degenerate",
+                                                  "empty")
 
 
 def test_run_folds_and_identical_rerun(tiny, tmp_path):
@@ -153,20 +154,25 @@ def test_truthfulqa_gen_with_stub_judge(tiny, tmp_path):
     other = run_task(tiny, "truthfulqa_gen", make_method("none"), tmp_path / "n", limit=2, folds=2,
                      judge=Stub("stub-inverted", 1))
     assert base["config_hash"] != other["config_hash"]
-    assert base["judge"] == "stub" and other["judge"] == "stub-inverted"
+    assert base["judge"].startswith("stub; empty = ") and other["judge"].startswith("stub-inverted; empty = ")
     assert len(list((tmp_path / "n" / "checkpoint").glob("*.jsonl"))) == 2
     assert [it["truthful"] for it in other["items"]] == [not it["truthful"] for it in base["items"]]
     with pytest.raises(ValueError, match="task 'copa' is not scored by a judge: drop judge="):
         run_task(tiny, "copa", make_method("none"), tmp_path / "x", limit=2, folds=1, judge=stub)
     for r in (base, caa):
         m = r["metrics"]
-        assert m["n"] == 2 and m["info"] == 1.0 and m["true_info"] == pytest.approx(m["true"] * m["info"])
-        assert all(it["judge"] == "stub" and isinstance(it["answer"], str) for it in r["items"])
+        assert m["n"] == 2 and m["true_info"] == pytest.approx(m["true"] * m["info"])
+        # the stub calls everything informative: only degenerate answers are not
+        assert m["info"] == pytest.approx(1 - m["degenerate"])
+        assert all(it["judge"] == r["judge"] and isinstance(it["answer"], str) for it in r["items"])
+        assert m["coherence"] == pytest.approx(sum(it["loglik"] for it in r["items"]) / 2)
+        assert all(it["informative"] == (not it["degenerate"]) for it in r["items"])
     assert [it["answer"] for it in base["items"]] != [it["answer"] for it in caa["items"]]
     from steerlab.evals.runner import _aggregate_gen
 
     agg = _aggregate_gen([{"truthful": True, "informative": None}, {"truthful": False, "informative": True}])
-    assert agg == {"true": 0.5, "info": 1.0, "true_info": 0.5}
+    assert agg == {"true": 0.5, "info": 1.0, "true_info": 0.5, "coherence": None, "repetition": None,
+                   "degenerate": None, "empty": None}
 
 
 def test_folds_one_only_for_baseline(tiny, tmp_path):
@@ -246,3 +252,48 @@ def test_truthfulqa_mc_protocols(tiny, tmp_path, data_dir):
         runs[task] = res
     assert runs["truthfulqa_mc"]["config_hash"] != runs["truthfulqa_mc_lmeval"]["config_hash"]
     assert [it["mc2"] for it in runs["truthfulqa_mc"]["items"]] != [it["mc2"] for it in runs["truthfulqa_mc_lmeval"]["items"]]
+
+
+def test_search_chooses_on_validation_questions_like_a_plain_loop(tiny, tmp_path, data_dir):
+    """Inside each fold a CAA multiplier grid is scored on the fold's validation questions (ITI's 80/20 split of
+    its training questions); the candidates' metrics equal a plain loop (fit on the fit part at that multiplier,
+    evaluate_behavior on the validation part), the choice is their best, the held-out rows equal a run with the
+    chosen multiplier, and a second run resumes everything."""
+    from steerlab.data.registry import load_dataset
+    from steerlab.evals.persona import evaluate_behavior
+    from steerlab.evals.runner import Search
+    from steerlab.evals.truthfulqa import kfold_by_question, train_val_split
+
+    task, grid_ = "caa/refusal", (-6.0, 3.0)
+    search = Search({"multiplier": grid_}, grow=False)
+    res = run_task(tiny, task, make_method("caa", layer=1), tmp_path / "s", limit=16, folds=2, root=data_dir,
+                   search=search)
+    assert res["search"]["rule"]["text"] == "max p_matching" and res["search"]["axes"] == {"multiplier": list(grid_)}
+    items = load_dataset(task, root=data_dir, limit=16, seed=0)
+    folds = kfold_by_question([it.question.strip() for it in items], 2, 0)
+    for pf, fold in zip(res["per_fold"], folds):
+        sel = pf["selection"]
+        fit_idx, val_idx = train_val_split(fold.train, 0.2, 42)
+        fit_items, val_items = [items[i] for i in fit_idx], [items[i] for i in val_idx]
+        plain = {}
+        for m in grid_:
+            fm = make_method("caa", layer=1, multiplier=m).fit(tiny, fit_items, val_items)
+            probs = evaluate_behavior(tiny, val_items, name=task, **fm.eval_kwargs()).probs
+            plain[m] = sum(probs) / len(probs)
+        got = {c["config"]["multiplier"]: c["metrics"]["p_matching"] for c in sel["candidates"]}
+        assert got == pytest.approx(plain, abs=1e-6) and sel["n_val"] == len(val_idx)
+        best = max(grid_, key=lambda m: plain[m])
+        assert sel["chosen"] == {"multiplier": best} and pf["fit"]["chosen"] == {"multiplier": best}
+        direct = run_task(tiny, task, make_method("caa", layer=1, multiplier=best), tmp_path / f"d{fold.index}",
+                          limit=16, folds=2, root=data_dir)
+        rows = {it["index"]: it["p_matching"] for it in direct["items"] if it["fold"] == fold.index}
+        assert {it["index"]: it["p_matching"] for it in res["items"] if it["fold"] == fold.index} == rows
+    seen, hook = _counter()
+    again = run_task(tiny, task, make_method("caa", layer=1), tmp_path / "s", limit=16, folds=2, root=data_dir,
+                     search=search, on_chunk=hook)
+    assert seen == [] and again["items"] == res["items"] and again["per_fold"] == res["per_fold"]
+    with pytest.raises(ValueError, match="^method 'none' has no options to search: drop the grid$"):
+        run_task(tiny, task, make_method("none"), tmp_path / "x", limit=16, folds=2, root=data_dir, search=search)
+    with pytest.raises(ValueError, match="^unknown option\\(s\\) for method 'caa': strength"):
+        run_task(tiny, task, make_method("caa"), tmp_path / "x", limit=16, folds=2, root=data_dir,
+                 search=Search({"strength": (1.0,)}))

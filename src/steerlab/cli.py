@@ -397,6 +397,11 @@ def eval_cmd(
     tp_exit: Optional[int] = typer.Option(None, help="sts: TP exit layer."),
     tasks: Optional[str] = typer.Option(None, help="sts: comma-separated tasks (default: the 7 SentEval STS tasks); name:split for another split."),
     batch_size: int = typer.Option(16, min=1),
+    grid: Optional[list[str]] = typer.Option(None, "--grid", "-g", help="Choose a method option on each fold's validation questions: NAME=V1,V2,... (repeatable; the grid grows past an edge its best value sits on)."),
+    no_grow: bool = typer.Option(False, "--no-grow", help="Search only the given grid."),
+    select: Optional[str] = typer.Option(None, help="Metric the search maximises (default: the task's: mc2, true_info with a coherence floor, acc, p_matching)."),
+    coherence_margin: Optional[float] = typer.Option(None, help="truthfulqa_gen search: eligible configurations keep coherence >= unsteered - this (nats/token, default 0.5)."),
+    val_limit: Optional[int] = typer.Option(None, min=1, help="Search on the first N validation questions of each fold."),
 ) -> None:
     """Evaluate a task (with a steering method), or STS for sentence embeddings."""
     from .checks import check_output_path
@@ -405,7 +410,7 @@ def eval_cmd(
         from .embed.commands import eval_sts_command
 
         unused = [name for name, given in (("--method", method != "none"), ("--param", bool(param)),
-                                           ("--folds", folds != 2), ("--seed", seed != 0)) if given]
+                                           ("--folds", folds != 2), ("--seed", seed != 0), ("--grid", bool(grid))) if given]
         if unused:
             raise ValueError(f"{', '.join(unused)} given to `eval sts`, which scores sentence embeddings without "
                              "a steering method: drop them")
@@ -415,8 +420,8 @@ def eval_cmd(
         _console().print(res["markdown"])
         _console().print(f"wrote {out / 'results.json'}")
         return
-    from .evals.commands import parse_method_options, run_eval
-    from .evals.runner import get_task
+    from .evals.commands import make_search, parse_method_options, run_eval
+    from .evals.runner import RAW_METRICS, get_task
     from .methods import make_method
 
     sts_only = [name for name, given in (("--prompt", prompt != "prompteol"), ("--layer", layer is not None),
@@ -429,18 +434,29 @@ def eval_cmd(
     options = parse_method_options(param)
     get_task(task)  # fail on a bad task before loading the model
     make_method(method, **options)  # and on a bad method or option value
+    search = make_search(task, method, grid, options, grow=not no_grow, select=select, margin=coherence_margin,
+                         val_limit=val_limit)
     check_output_path(out, folder=True)
     # "tiny" / "tiny:<family>": random test models (run_eval builds them); anything else loads here
     lm = model if model == "tiny" or model.startswith("tiny:") else _load(model)
     res = run_eval(task, method, lm, limit, folds, out, seed, batch_size=batch_size, model_id=model,
-                   progress=True, method_options=options)
+                   progress=True, method_options=options, search=search)
     m = res["metrics"]
     table = Table(title=f"{task} | {method} | {model}")
     table.add_column("n", justify="right")
     for name in res["metric_names"]:
-        table.add_column(name, justify="right")
-    table.add_row(str(m["n"]), *("n/a" if m[k] is None else f"{100 * m[k]:.2f}" for k in res["metric_names"]))
+        table.add_column(name + (" (nats/token)" if name in RAW_METRICS else " (%)"), justify="right")
+    table.add_row(str(m["n"]), *("n/a" if m[k] is None else f"{m[k]:.3f}" if k in RAW_METRICS else f"{100 * m[k]:.2f}"
+                                 for k in res["metric_names"]))
     _console().print(table)
+    for pf in res["per_fold"]:
+        if "selection" in pf:
+            sel = pf["selection"]
+            edge = f"; still at an edge: {', '.join(sel['at_edge'])}" if sel["at_edge"] else ""
+            fb = "; no configuration met the coherence floor: the most coherent was taken" if sel["fallback"] else ""
+            _console().print(f"fold {pf['fold']}: chose {sel['chosen']} on {sel['n_val']} validation questions "
+                             f"({sel['rule']['text']}; {len(sel['candidates'])} tried{edge}{fb})", markup=False,
+                             soft_wrap=True)
     _console().print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
 
 

@@ -15,9 +15,11 @@ from typing import Any, Mapping, Sequence
 
 from ..files import atomic_write, atomic_write_text
 
-__all__ = ["load_results", "markdown_report", "plot_results", "write_report"]
+__all__ = ["load_results", "markdown_report", "plot_results", "write_report", "RAW_METRICS"]
 
 Results = Mapping[str, Any]
+#: metrics shown as they are, not in percent: the coherence is a mean log-prob in nats per token
+RAW_METRICS = frozenset({"coherence"})
 
 
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -38,8 +40,10 @@ def _as_list(results: Results | Sequence[Results]) -> list[Results]:
     return out
 
 
-def _fmt(x: Any) -> str:
-    return "n/a" if x is None else f"{100 * float(x):.2f}"
+def _fmt(x: Any, name: str = "") -> str:
+    if x is None:
+        return "n/a"
+    return f"{float(x):.3f}" if name in RAW_METRICS else f"{100 * float(x):.2f}"
 
 
 def _label(r: Results) -> str:
@@ -55,18 +59,37 @@ def markdown_report(results: Results | Sequence[Results]) -> str:
     first = rs[0]
     lines = [f"# {first['task']} - {first['model']}", "",
              f"{first['folds']}-fold cross-validation by question, limit {first['limit']}, seed {first['seed']}; "
-             "metrics in percent, averaged over held-out items.", ""]
+             "metrics in percent, averaged over held-out items"
+             + ("; coherence: mean log-prob per token under the unsteered model (nats)" if
+                any(m in RAW_METRICS for m in metrics) else "") + ".", ""]
     lines.append("| method | n | " + " | ".join(metrics) + " |")
     lines.append("|---|---:|" + "---:|" * len(metrics))
     for r in rs:
         m = r["metrics"]
-        lines.append(f"| {_label(r)} | {m['n']} | " + " | ".join(_fmt(m.get(k)) for k in metrics) + " |")
+        lines.append(f"| {_label(r)} | {m['n']} | " + " | ".join(_fmt(m.get(k), k) for k in metrics) + " |")
     lines += ["", "Per fold:", "", "| method | fold | n | " + " | ".join(metrics) + " |",
               "|---|---:|---:|" + "---:|" * len(metrics)]
     for r in rs:
         for f in r["per_fold"]:
-            lines.append(f"| {r['method']} | {f['fold']} | {f['n']} | " + " | ".join(_fmt(f.get(k)) for k in metrics)
+            lines.append(f"| {r['method']} | {f['fold']} | {f['n']} | " + " | ".join(_fmt(f.get(k), k) for k in metrics)
                          + " |")
+    searched = [(r, f) for r in rs for f in r["per_fold"] if "selection" in f]
+    if searched:
+        lines += ["", "Validation search (each fold's validation questions; the chosen configuration was then "
+                  "scored on the held-out ones):", ""]
+        for r, f in searched:
+            sel = f["selection"]
+            tried = "; ".join(f"{c['config']}: " + ", ".join(
+                f"{k} {_fmt(c['metrics'].get(k), k)}" for k in metrics if c["metrics"].get(k) is not None)
+                + ("" if c["eligible"] else " (below the coherence floor)") for c in sel["candidates"])
+            ref = sel.get("reference")
+            ref_text = "" if not ref else " Unsteered: " + ", ".join(
+                f"{k} {_fmt(ref.get(k), k)}" for k in metrics if ref.get(k) is not None) + "."
+            lines.append(f"- {r['method']} fold {f['fold']} ({sel['n_val']} questions, {sel['rule']['text']}): "
+                         f"**chose {sel['chosen']}**" + (f", still at an edge: {', '.join(sel['at_edge'])}"
+                                                          if sel["at_edge"] else "")
+                         + (" (fallback: none met the coherence floor)" if sel["fallback"] else "")
+                         + f". Tried: {tried}.{ref_text}")
     lines += ["", "Commands:", ""]
     for r in rs:
         lines += ["```", str(r.get("command") or "(not recorded)"), "```"]
@@ -83,7 +106,7 @@ def plot_results(results: Results | Sequence[Results], path: str | os.PathLike[s
     import numpy as np
 
     rs = _as_list(results)
-    metrics = list(rs[0]["metric_names"])
+    metrics = [m for m in rs[0]["metric_names"] if m not in RAW_METRICS]  # a percent axis
     x = np.arange(len(metrics))
     width = 0.8 / len(rs)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(metrics) * max(1, len(rs)) / 1.5), 3.6), dpi=100)

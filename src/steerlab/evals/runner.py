@@ -33,12 +33,17 @@ from typing import Any, Callable, Sequence
 
 from ..checks import check_output_path
 from ..files import atomic_write_text
+from ..methods import make_method
 from ..methods.base import FittedMethod, Method
 from ..progress import ProgressBar
 from ..models import LoadedModel
+from .report import RAW_METRICS
+from .selection import Choice, Rule, Step, config_key, doubling, grid, search, stepping
+from .truthfulqa import kfold_by_question, train_val_split
+from .truthfulqa_gen import gen_judge
 
 __all__ = ["TaskSpec", "TASK_NAMES", "get_task", "task_names", "config_hash", "Checkpoint", "run_task",
-           "write_json_atomic", "RESULTS_FORMAT", "Evaluate"]
+           "write_json_atomic", "RESULTS_FORMAT", "Evaluate", "Search", "GEN_MARGIN", "RAW_METRICS"]
 
 RESULTS_FORMAT = 1
 Rows = list[dict[str, Any]]
@@ -63,6 +68,58 @@ class TaskSpec:
     uses_judge: bool = False
     #: how the task's prompts are built (part of the configuration hash when not empty)
     protocol: dict[str, Any] = field(default_factory=dict)
+    #: how a validation search chooses hyper-parameters (:class:`Search`)
+    select: Rule = Rule("mc2")
+
+
+#: the coherence margin of the generation rule: a configuration is eligible when its mean log-prob per
+#: token under the unsteered model is at most this many nats below the unsteered answers'
+GEN_MARGIN = 0.5
+
+
+@dataclass(frozen=True)
+class Search:
+    """A validation search inside each fold (issue #11): method options over ``axes``, scored on the fold's
+    validation questions (the 20 % the method is not fitted on; the first ``val_limit`` of them), the
+    best by ``rule`` (default: the task's), the grid grown past an edge the best point sits on
+    (``grow``, at most ``max_rounds`` times: floats double / halve, integers step by their smallest gap)."""
+
+    axes: dict[str, tuple[Any, ...]]
+    rule: Rule | None = None
+    grow: bool = True
+    max_rounds: int = 3
+    val_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.axes:
+            raise ValueError("a search needs at least one axis (--grid NAME=V1,V2,...)")
+        for name, values in self.axes.items():
+            if not values:
+                raise ValueError(f"grid axis '{name}' has no values")
+            if len(set(map(repr, values))) != len(values):
+                raise ValueError(f"grid axis '{name}' repeats a value")
+        if self.val_limit is not None and (isinstance(self.val_limit, bool) or self.val_limit < 1):
+            raise ValueError(f"val_limit must be a positive integer, got {self.val_limit!r}")
+        if self.max_rounds < 0:
+            raise ValueError(f"max_rounds must be >= 0, got {self.max_rounds}")
+
+    def to_dict(self, rule: Rule) -> dict[str, Any]:
+        return {"axes": {k: list(v) for k, v in self.axes.items()}, "rule": rule.to_dict(), "grow": self.grow,
+                "max_rounds": self.max_rounds, "val_limit": self.val_limit}
+
+    def steps(self) -> dict[str, Step]:
+        """Growth per numeric axis: positive floats double / halve; other numbers step by the smallest gap."""
+        out: dict[str, Step] = {}
+        for name, values in self.axes.items():
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                continue
+            vals = sorted(values)
+            if all(isinstance(v, int) for v in vals):
+                gap = min((b - a for a, b in zip(vals, vals[1:])), default=1)
+                out[name] = stepping(int(gap), min(0, vals[0]), 10 ** 9)
+            elif vals[0] > 0:
+                out[name] = doubling(lo=vals[0] / 64, hi=vals[-1] * 64)
+        return out
 
 
 def _eval_truthfulqa(instruction: bool) -> Evaluate:
@@ -104,16 +161,31 @@ def _eval_truthfulqa_gen(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod
     steer = fm.generate_steer()
     res = evaluate_truthfulqa_gen(lm, items, steer, judge, interventions=fm.interventions, batch_size=batch_size,
                                   progress=False)
-    return [{"truthful": r.truthful, "informative": r.informative, "answer": r.answer, "judge": res.judge}
-            for r in res.records]
+    rows = []
+    for r in res.records:
+        row: dict[str, Any] = {"truthful": r.truthful, "informative": r.informative, "answer": r.answer,
+                               "judge": res.judge}
+        if r.coherence is not None:
+            row.update({"loglik": r.coherence.loglik, "n_tokens": r.coherence.n_tokens,
+                        "repetition": r.coherence.repetition, "degenerate": r.coherence.degenerate,
+                        "empty": r.coherence.empty})
+        rows.append(row)
+    return rows
 
 
 def _aggregate_gen(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
-    """TruthfulQA generation: True / Info over the answers the judge decided; True*Info = their product."""
+    """TruthfulQA generation: True / Info over the answers the judge decided; True*Info = their product;
+    the coherence measures (mean log-prob per token under the unsteered model, repetition, degenerate and
+    empty rates) over every answer."""
     t = [float(r["truthful"]) for r in rows if r.get("truthful") is not None]
     i = [float(r["informative"]) for r in rows if r.get("informative") is not None]
     mt, mi = _mean(t), _mean(i)
-    return {"true": mt, "info": mi, "true_info": None if mt is None or mi is None else mt * mi}
+    out: dict[str, float | None] = {"true": mt, "info": mi, "true_info": None if mt is None or mi is None else mt * mi}
+    for key, field_ in (("coherence", "loglik"), ("repetition", "repetition"), ("degenerate", "degenerate"),
+                        ("empty", "empty")):
+        vals = [float(r[field_]) for r in rows if r.get(field_) is not None]
+        out[key] = _mean(vals) if len(vals) == len(rows) else None
+    return out
 
 
 def _question(it: Any, i: int) -> str:
@@ -145,12 +217,15 @@ def get_task(name: str) -> TaskSpec:
         # lm-evaluation-harness scores it (steerlab's default before issue #11)
         instruction = name == "truthfulqa_mc"
         return TaskSpec(name, "truthfulqa_mc", None, ("mc1", "mc2", "mc3"), _eval_truthfulqa(instruction), _question,
-                        protocol={"instruction": instruction})
+                        protocol={"instruction": instruction}, select=Rule("mc2", ("mc1",)))
     if name == "truthfulqa_gen":
-        return TaskSpec(name, "truthfulqa", None, ("true", "info", "true_info"), _eval_truthfulqa_gen, _question,
-                        _aggregate_gen, uses_judge=True)
+        return TaskSpec(name, "truthfulqa", None,
+                        ("true", "info", "true_info", "coherence", "repetition", "degenerate", "empty"),
+                        _eval_truthfulqa_gen, _question, _aggregate_gen, uses_judge=True,
+                        select=Rule("true_info", ("true",), coherence="coherence", margin=GEN_MARGIN))
     if name in _MC_TASKS:
-        return TaskSpec(name, name, None, ("acc", "acc_norm", "acc_char"), _eval_mc(name), _index)
+        return TaskSpec(name, name, None, ("acc", "acc_norm", "acc_char"), _eval_mc(name), _index,
+                        select=Rule("acc", ("acc_norm",)))
     if name.startswith(_BEHAVIOR_PREFIXES):
         from ..data.registry import get_spec
 
@@ -158,7 +233,8 @@ def get_task(name: str) -> TaskSpec:
             get_spec(name)
         except (KeyError, ValueError):
             raise ValueError(f"unknown behaviour set '{name}'") from None
-        return TaskSpec(name, name, None, ("p_matching", "matching_rate"), _eval_behavior(name), _question)
+        return TaskSpec(name, name, None, ("p_matching", "matching_rate"), _eval_behavior(name), _question,
+                        select=Rule("p_matching"))
     raise ValueError(f"unknown task '{name}': choose from {', '.join(TASK_NAMES)}")
 
 
@@ -184,6 +260,10 @@ class Checkpoint:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.items: dict[int, dict[str, Any]] = {}
         self.fits: dict[int, dict[str, Any]] = {}
+        #: validation rows of a search: (fold, configuration key) -> index -> row
+        self.vals: dict[tuple[int, str], dict[int, dict[str, Any]]] = {}
+        #: a search's choice per fold
+        self.selects: dict[int, dict[str, Any]] = {}
         if path.exists():
             self._load()
         new = not path.exists() or path.stat().st_size == 0
@@ -205,20 +285,25 @@ class Checkpoint:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if rec.get("kind") == "item":
-                self.items[int(rec["index"])] = rec
-            elif rec.get("kind") == "fit":
-                self.fits[int(rec["fold"])] = rec
+            self._keep(rec)
+
+    def _keep(self, rec: dict[str, Any]) -> None:
+        kind = rec.get("kind")
+        if kind == "item":
+            self.items[int(rec["index"])] = rec
+        elif kind == "fit":
+            self.fits[int(rec["fold"])] = rec
+        elif kind == "val":
+            self.vals.setdefault((int(rec["fold"]), str(rec["point"])), {})[int(rec["index"])] = rec
+        elif kind == "select":
+            self.selects[int(rec["fold"])] = rec
 
     def append(self, rec: dict[str, Any]) -> dict[str, Any]:
         """Append one record as one line; returns it as it will read back (keys sorted, JSON types)."""
         line = json.dumps(rec, sort_keys=True)
         os.write(self.fd, (line + "\n").encode())
         back = json.loads(line)
-        if back.get("kind") == "item":
-            self.items[int(back["index"])] = back
-        elif back.get("kind") == "fit":
-            self.fits[int(back["fold"])] = back
+        self._keep(back)
         return back
 
     def sync(self) -> None:
@@ -264,8 +349,13 @@ def run_task(
     progress: bool = False,
     on_chunk: Callable[[int, list[int]], None] | None = None,
     judge: Any = None,
+    search: Search | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``method`` on ``task`` with ``folds``-fold cross-validation; returns (and writes) results.
+
+    ``search`` (:class:`Search`) chooses the method's options inside each fold on its validation
+    questions before the held-out questions are scored; every validation row and each fold's choice
+    are checkpointed, and ``results.json`` carries the choices (``selection``).
 
     ``folds=1`` (only for methods that fit nothing, e.g. ``none``) scores every item once.
     ``on_chunk(fold, indices)`` is called after each chunk is checkpointed (tests use it to
@@ -274,15 +364,19 @@ def run_task(
     of the checkpoint's hash: runs with different judges never resume each other. Other tasks refuse one.
     """
     from ..data.registry import load_dataset
-    from .truthfulqa import kfold_by_question
 
     spec = get_task(task)
     if judge is not None and not spec.uses_judge:
         raise ValueError(f"task '{task}' is not scored by a judge: drop judge=")
-    if spec.uses_judge and judge is None:
-        from .judges import default_judge
-
-        judge = default_judge()
+    if spec.uses_judge:
+        judge = gen_judge(lm, judge, batch_size=batch_size)
+    rule = None
+    if search is not None:
+        if not method.needs_fit:
+            raise ValueError(f"method '{method.name}' has no options to search: drop the grid")
+        rule = search.rule or spec.select
+        for point in grid(search.axes):  # unknown or bad options fail here, before anything is written
+            _variant(method, point)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     if not isinstance(folds, int) or folds < 1:
@@ -315,9 +409,11 @@ def run_task(
         config["protocol"] = dict(spec.protocol)
     if spec.uses_judge:
         name = getattr(judge, "name", "")
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str) or not name or name.startswith(";"):
             raise ValueError("the judge needs a non-empty `name` (it is part of the run's configuration)")
         config["judge"] = name
+    if search is not None and rule is not None:
+        config["search"] = search.to_dict(rule)
     h = config_hash(config)
     out_dir = Path(out)
     ckpt = Checkpoint(out_dir / "checkpoint" / f"{h}.jsonl", config)
@@ -328,7 +424,11 @@ def run_task(
                 remaining = [i for i in test if i not in ckpt.items]
                 if not remaining:
                     continue
-                fitted = _fit_fold(lm, method, items, train, ckpt, f)
+                if search is not None and rule is not None:
+                    fitted = _search_fold(lm, method, spec, items, train, ckpt, f, search, rule, batch_size,
+                                          chunk_size, judge, progress)
+                else:
+                    fitted = _fit_fold(lm, method, items, train, ckpt, f)
                 for c in range(0, len(test), chunk_size):
                     chunk = [i for i in test[c:c + chunk_size] if i not in ckpt.items]
                     if not chunk:
@@ -350,7 +450,10 @@ def run_task(
     for f, train, test in fold_list:
         rows = [ckpt.items[i] for i in test]
         fit_info = ckpt.fits.get(f, {}).get("info", {})
-        per_fold.append({"fold": f, "n_train": len(train), **_summary(rows, spec), "fit": fit_info})
+        entry = {"fold": f, "n_train": len(train), **_summary(rows, spec), "fit": fit_info}
+        if f in ckpt.selects:
+            entry["selection"] = {k: v for k, v in ckpt.selects[f].items() if k not in ("kind", "fold")}
+        per_fold.append(entry)
     all_rows = [ckpt.items[i] for i in range(len(items))]
     results = {
         "format": RESULTS_FORMAT,
@@ -360,6 +463,7 @@ def run_task(
         "model": config["model"],
         **({"judge": config["judge"]} if spec.uses_judge else {}),
         **({"protocol": config["protocol"]} if spec.protocol else {}),
+        **({"search": config["search"]} if search is not None else {}),
         "limit": limit,
         "folds": folds,
         "seed": seed,
@@ -380,11 +484,87 @@ def _fit_fold(lm: LoadedModel, method: Method, items: Sequence[Any], train: Sequ
     if not method.needs_fit:
         fitted = method.fit(lm, [], [])
     else:
-        from .truthfulqa import train_val_split
-
-        tr, va = train_val_split(train, 0.2, 42) if len(train) >= 5 else (tuple(train), ())
+        tr, va = _split(train)
         fitted = method.fit(lm, [items[i] for i in tr], [items[i] for i in va])
     info = json.loads(json.dumps(fitted.info, default=str))
+    if fold not in ckpt.fits:
+        ckpt.append({"kind": "fit", "fold": fold, "info": info})
+        ckpt.sync()
+    return fitted
+
+
+# ------------------------------------------------------------------------------ validation search
+
+
+def _variant(method: Method, point: dict[str, Any]) -> Method:
+    """``method`` with the options of ``point`` (a new instance from the method registry)."""
+    return make_method(method.name, **{**method.config_dict(), **point})
+
+
+def _split(train: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The fold's fit / validation questions: ITI's 80/20 split of its training questions (seed 42)."""
+    return train_val_split(train, 0.2, 42) if len(train) >= 5 else (tuple(train), ())
+
+
+def _search_fold(lm: LoadedModel, method: Method, spec: TaskSpec, items: Sequence[Any], train: Sequence[int],
+                 ckpt: Checkpoint, fold: int, search_: Search, rule: Rule, batch_size: int, chunk_size: int,
+                 judge: Any, progress: bool = False) -> FittedMethod:
+    """Choose the method's options on the fold's validation questions, then fit the chosen variant."""
+    tr, va = _split(train)
+    if not va:
+        raise ValueError(f"fold {fold} has {len(train)} training question(s): too few for a validation split")
+    val = list(va)[: search_.val_limit]
+    train_items, val_items = [items[i] for i in tr], [items[i] for i in va]
+    strength = getattr(method, "strength_option", None)
+    fits: dict[str, FittedMethod] = {}
+
+    def fitted_for(point: dict[str, Any]) -> FittedMethod:
+        variant = _variant(method, point)
+        validate = getattr(variant, "validate", None)
+        if validate is not None:
+            validate(lm)
+        cfg = variant.config_dict()
+        scale = None
+        if strength is not None and isinstance(cfg.get(strength), (int, float)) and cfg[strength] != 0:
+            scale = float(cfg[strength])  # fit once at strength 1, scale the steer
+            variant = _variant(method, {**point, strength: 1.0})
+        key = config_key(variant.config_dict())
+        if key not in fits:
+            fits[key] = variant.fit(lm, train_items, val_items)
+        fm = fits[key]
+        if scale is None:
+            return fm
+        return FittedMethod(fm.steer, (1.0 if fm.strength is None else fm.strength) * scale, fm.interventions,
+                            fm.steer_from, {**fm.info, strength: scale})
+
+    def evaluate(point: dict[str, Any] | None) -> dict[str, Any]:
+        key = "unsteered" if point is None else config_key(point)
+        done = ckpt.vals.setdefault((fold, key), {})
+        todo = [i for i in val if i not in done]
+        if todo:
+            try:
+                fm = FittedMethod() if point is None else fitted_for(point)
+            except ValueError as e:  # e.g. a grown layer the model does not have
+                return {"error": str(e)}
+            label = f"fold {fold} validation {'unsteered' if point is None else point}"
+            with ProgressBar(len(todo), progress, label) as bar:
+                for c in range(0, len(todo), chunk_size):
+                    chunk = todo[c:c + chunk_size]
+                    rows = spec.evaluate(lm, [items[i] for i in chunk], fm, batch_size, judge)
+                    for i, row in zip(chunk, rows):
+                        ckpt.append({"kind": "val", "fold": fold, "point": key, "index": i, **row})
+                    ckpt.sync()
+                    bar.advance(len(chunk))
+        return _summary([done[i] for i in val], spec)
+
+    reference = evaluate(None) if rule.coherence else None
+    choice: Choice = search(search_.axes, evaluate, rule, reference, search_.steps() if search_.grow else {},
+                            search_.max_rounds if search_.grow else 0)
+    if fold not in ckpt.selects:
+        ckpt.append({"kind": "select", "fold": fold, "n_val": len(val), **choice.to_dict()})
+        ckpt.sync()
+    fitted = fitted_for(choice.config)
+    info = json.loads(json.dumps({**fitted.info, "chosen": choice.config}, default=str))
     if fold not in ckpt.fits:
         ckpt.append({"kind": "fit", "fold": fold, "info": info})
         ckpt.sync()

@@ -53,6 +53,8 @@ class CAA:
 
     name = "caa"
     needs_fit = True
+    #: the option that only scales the fitted steer: a search fits once per other option
+    strength_option = "multiplier"
 
     def __init__(self, config: CAAConfig | None = None) -> None:
         self.config = config or CAAConfig()
