@@ -297,3 +297,39 @@ def test_search_chooses_on_validation_questions_like_a_plain_loop(tiny, tmp_path
     with pytest.raises(ValueError, match="^unknown option\\(s\\) for method 'caa': strength"):
         run_task(tiny, task, make_method("caa"), tmp_path / "x", limit=16, folds=2, root=data_dir,
                  search=Search({"strength": (1.0,)}))
+
+
+def test_generation_search_applies_the_coherence_floor(tiny, tmp_path, data_dir):
+    """truthfulqa_gen: the unsteered reference is generated on the same validation questions, a candidate is
+    eligible when its coherence is at least the reference's minus 0.5 nats/token, and the choice is the best
+    True*Info among the eligible ones (selection.choose over the recorded metrics)."""
+    from steerlab.data.registry import load_dataset
+    from steerlab.evals.judges import JudgeResult
+    from steerlab.evals.runner import Search
+    from steerlab.evals.selection import Candidate, Rule, choose
+    from steerlab.evals.truthfulqa import kfold_by_question, train_val_split
+    from steerlab.evals.truthfulqa_gen import evaluate_truthfulqa_gen
+
+    class Stub:
+        name = "stub"
+
+        def judge_many(self, questions, answers, items=None):
+            return [JudgeResult(len(a) % 2 == 0, True) for a in answers]
+
+    assert get_task("truthfulqa_gen").select.describe() == "max true_info (ties: true) with coherence >= unsteered - 0.5"
+    # a tiny random model's coherence barely moves: a small margin makes the floor bite
+    rule = Rule("true_info", ("true",), "coherence", 0.01)
+    res = run_task(tiny, "truthfulqa_gen", make_method("caa", layer=1), tmp_path / "g", limit=12, folds=2,
+                   root=data_dir, judge=Stub(), search=Search({"multiplier": (0.5, 40.0)}, rule=rule, grow=False))
+    items = load_dataset("truthfulqa", root=data_dir, limit=12, seed=0)
+    fold = kfold_by_question([it.question.strip() for it in items], 2, 0)[0]
+    _, val_idx = train_val_split(fold.train, 0.2, 42)
+    sel = res["per_fold"][0]["selection"]
+    plain = evaluate_truthfulqa_gen(tiny, [items[i] for i in val_idx], judge=Stub(), progress=False)
+    assert sel["reference"]["coherence"] == pytest.approx(plain.coherence, abs=1e-6)
+    assert sel["rule"]["text"] == "max true_info (ties: true) with coherence >= unsteered - 0.01"
+    floor = sel["reference"]["coherence"] - 0.01
+    assert [c["eligible"] for c in sel["candidates"]] == [c["metrics"]["coherence"] >= floor for c in sel["candidates"]]
+    assert [c["eligible"] for c in sel["candidates"]] == [True, False]  # x40 loses coherence here
+    again = choose([Candidate(c["config"], c["metrics"]) for c in sel["candidates"]], rule, sel["reference"])
+    assert sel["chosen"] == again.config == {"multiplier": 0.5} and not sel["fallback"]
