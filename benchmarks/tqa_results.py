@@ -38,12 +38,27 @@ from pathlib import Path
 from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-CAA_LAYERS = (6, 12, 18)
-CAA_MULTS = (2.0, 5.0, 10.0)
-ITI_KS = (8, 24)
-ITI_ALPHAS = (5.0, 10.0, 15.0)
+#: starting grids; a grid grows past an edge its best point sits on (steerlab.evals.selection.search)
+CAA_LAYERS = (9, 12, 15, 18, 21)
+CAA_MULTS = (2.0, 5.0, 10.0, 20.0)
+ITI_KS = (12, 24, 48)
+ITI_ALPHAS = (5.0, 10.0, 20.0, 40.0)
+MAX_ROUNDS = 3
+#: validation questions per fold for the generation search (the first N of the validation part)
+GEN_VAL = 40
+#: generation strength grids (at the MC-chosen layer / K); they grow past an edge like the MC grids
+GEN_CAA_MULTS = (1.0, 2.0, 4.0, 8.0)
+#: CAA A/B behaviours: generate-split items used (fit 80 % / validation 20 %, at most PERSONA_VAL), grids
+PERSONA_FIT = 300
+PERSONA_VAL = 60
+PERSONA_LAYERS = (9, 12, 15)
+PERSONA_MULTS = (1.0, 2.0, 4.0, 8.0)
+GEN_ITI_ALPHAS = (2.5, 5.0, 10.0, 20.0)
 MC_TASKS = ("copa", "storycloze", "snli", "mmlu", "sst2", "winogrande")
 SELECT_BY = "mc2"
+#: the MC protocol of issue #11: ITI's instruction + primer; ITI steers from the second answer token
+INSTRUCTION = True
+ITI_STEER_FROM = "second_answer"
 
 
 def log(*a: Any) -> None:
@@ -80,46 +95,66 @@ class Ctx:
             fit, val = train_val_split(f.train, 0.2, 42)
             self.folds.append({"fold": f.index, "fit": list(fit), "val": list(val), "test": list(f.test)})
         self._fits: dict[tuple[int, str], Any] = {}
+        from steerlab.evals.truthfulqa_gen import gen_judge
+
+        self.csv = {it.question.strip(): it for it in load_dataset("truthfulqa")}
+        self.judge = gen_judge(self.lm, None, batch_size=batch_size)  # the honest judge: MiniLM + rules + coherence
 
     # ------------------------------------------------------------------ fitting
-    def caa_vectors(self, fold: int) -> dict[int, Any]:
-        key = (fold, "caa")
-        if key not in self._fits:
-            from steerlab.fit import fit_vector
-            from steerlab.methods.pairs import contrast_pairs, labelled_questions
+    def fit_items(self, fold: int) -> tuple[list[Any], list[Any]]:
+        return ([self.items[i] for i in self.folds[fold]["fit"]], [self.items[i] for i in self.folds[fold]["val"]])
 
-            t = time.time()
-            fit_items = [self.items[i] for i in self.folds[fold]["fit"]]
-            pairs = contrast_pairs(labelled_questions(self.lm, fit_items))
-            vec = fit_vector(self.lm, pairs, list(CAA_LAYERS), method="mean_diff", site_kind="residual",
-                             positions="last", batch_size=self.bs, share_prefix=True)
-            out = {layer: _one_site(vec, layer) for layer in CAA_LAYERS}
-            self._fits[key] = out
-            info = {"n_pairs": len(pairs), "seconds": round(time.time() - t, 1),
-                    "norms": {str(k): float(v.vectors[f"residual.{k}"].norm()) for k, v in out.items()}}
-            write_json(self.out / "fits" / f"fold{fold}_caa.json", info)
-            log(f"fold {fold} CAA fitted on {len(pairs)} pairs in {time.time() - t:.0f}s")
-        return self._fits[key]
+    def caa_vector(self, fold: int, layer: int) -> Any:
+        """CAA's mean difference at ``layer`` (fit part only, the CAA method's pairs), cached as safetensors."""
+        from steerlab.artifacts import load_vector, save_vector
+        from steerlab.fit import fit_vector
+        from steerlab.methods.pairs import contrast_pairs, labelled_questions, letter_pairs
 
-    def iti_fits(self, fold: int) -> dict[int, Any]:
+        path = self.out / "vectors" / f"fold{fold}_caa_layer{layer}.safetensors"
+        if path.exists():
+            return load_vector(path, self.lm)
+        t = time.time()
+        fit_items, _ = self.fit_items(fold)
+        pairs = letter_pairs(contrast_pairs(labelled_questions(self.lm, fit_items)))
+        layers = sorted({layer, *CAA_LAYERS} - {int(p.stem.split("layer")[1]) for p in
+                                                (self.out / "vectors").glob(f"fold{fold}_caa_layer*.safetensors")})
+        vec = fit_vector(self.lm, pairs, layers, method="mean_diff", site_kind="residual", positions="last",
+                         batch_size=self.bs, share_prefix=True)
+        for l in layers:
+            save_vector(_one_site(vec, l), self.out / "vectors" / f"fold{fold}_caa_layer{l}")
+        info = read_json(self.out / "fits" / f"fold{fold}_caa.json") or {"n_pairs": len(pairs), "layers": {}}
+        info["layers"].update({str(l): {"norm": float(vec.vectors[f"residual.{l}"].norm()),
+                                        "seconds": round((time.time() - t) / len(layers), 1)} for l in layers})
+        write_json(self.out / "fits" / f"fold{fold}_caa.json", info)
+        log(f"fold {fold} CAA fitted on {len(pairs)} pairs at layers {layers} in {time.time() - t:.0f}s")
+        return load_vector(path, self.lm)
+
+    def iti_fit(self, fold: int) -> Any:
+        """ITI through the harness method (probes on the fit part, heads ranked on the val part, reference
+        sigma from the fit + val questions), cached as one ITI artifact; K / alpha sweep with ``with_k``."""
+        from steerlab.interventions.iti import load_iti, save_iti
+        from steerlab.methods.iti import ITI, ITIMethodConfig
+
         key = (fold, "iti")
-        if key not in self._fits:
-            from steerlab.interventions.iti import ITIConfig, capture_heads, fit_iti
-            from steerlab.methods.pairs import labelled_questions, probe_records
-
+        if key in self._fits:
+            return self._fits[key]
+        path = self.out / "fits" / f"fold{fold}_iti.safetensors"
+        if path.exists():
+            fit = load_iti(path, self.lm)
+        else:
             t = time.time()
-            fit_items = [self.items[i] for i in self.folds[fold]["fit"]]
-            records = probe_records(labelled_questions(self.lm, fit_items, style="short"))
-            x = capture_heads(self.lm, [(r[0], r[1]) for r in records], 16)
-            fits = {k: fit_iti(self.lm, records, ITIConfig(k=k, alpha=1.0), activations=x) for k in ITI_KS}
-            self._fits[key] = fits
-            any_fit = fits[ITI_KS[0]]
-            info = {"n_records": len(records), "seconds": round(time.time() - t, 1),
-                    "val_acc": any_fit.probes.val_acc.tolist(), "train_acc": any_fit.probes.train_acc.tolist(),
-                    "heads": {str(k): [list(map(int, h)) for h in f.heads] for k, f in fits.items()}}
-            write_json(self.out / "fits" / f"fold{fold}_iti.json", info)
-            log(f"fold {fold} ITI fitted on {len(records)} records in {time.time() - t:.0f}s")
-        return self._fits[key]
+            method = ITI(ITIMethodConfig(k=max(ITI_KS), alpha=1.0, steer_from=ITI_STEER_FROM))
+            fit = method.fit_model(self.lm, *self.fit_items(fold))
+            save_iti(fit, path, {"fold": fold, "fit_questions": len(self.folds[fold]["fit"]),
+                                 "val_questions": len(self.folds[fold]["val"])})
+            write_json(self.out / "fits" / f"fold{fold}_iti.json",
+                       {"seconds": round(time.time() - t, 1), "n_probe_train": int(fit.train_idx.numel()),
+                        "n_probe_val": int(fit.val_idx.numel()), "val_acc": fit.probes.val_acc.tolist(),
+                        "train_acc": fit.probes.train_acc.tolist(), "sigma": fit.sigma.tolist(),
+                        "ranking": [list(h) for h in fit.probes.ranking("val", fit.config.ties)[:96]]})
+            log(f"fold {fold} ITI fitted in {time.time() - t:.0f}s")
+        self._fits[key] = fit
+        return fit
 
     def fitted(self, fold: int, method: str, cfg: dict[str, Any]) -> Any:
         from steerlab.methods.base import FittedMethod
@@ -127,27 +162,13 @@ class Ctx:
         if method == "none":
             return FittedMethod()
         if method == "caa":
-            return FittedMethod(steer=self.vector(fold, "caa", int(cfg["layer"])), strength=float(cfg["multiplier"]),
+            return FittedMethod(steer=self.caa_vector(fold, int(cfg["layer"])), strength=float(cfg["multiplier"]),
                                 steer_from="last_prompt")
         if method == "iti":
-            return FittedMethod(steer=self.vector(fold, "iti", int(cfg["k"])), strength=float(cfg["alpha"]),
-                                steer_from="answer")
+            vec = self.iti_fit(fold).with_k(int(cfg["k"]), 1.0, self.lm).vector
+            return FittedMethod(steer=vec, strength=float(cfg["alpha"]),
+                                steer_from=cfg.get("steer_from", ITI_STEER_FROM))
         raise ValueError(method)
-
-    def vector(self, fold: int, method: str, key: int) -> Any:
-        """A fitted vector (CAA: per layer; ITI: per K, alpha = 1), saved under ``vectors/`` and reused."""
-        from steerlab.artifacts import load_vector, save_vector
-
-        path = self.out / "vectors" / f"fold{fold}_{method}_{'layer' if method == 'caa' else 'k'}{key}.safetensors"
-        if path.exists():
-            return load_vector(path, self.lm)
-        if method == "caa":
-            vecs = self.caa_vectors(fold)
-        else:
-            vecs = {k: f.vector for k, f in self.iti_fits(fold).items()}
-        for k, v in vecs.items():
-            save_vector(v, self.out / "vectors" / f"fold{fold}_{method}_{'layer' if method == 'caa' else 'k'}{k}")
-        return vecs[key]
 
     # ------------------------------------------------------------------ TruthfulQA MC
     def mc_unit(self, fold: int, split: str, method: str, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -162,10 +183,12 @@ class Ctx:
         fm = self.fitted(fold, method, cfg)
         idx = self.folds[fold][split]
         t = time.time()
-        res = evaluate_truthfulqa_mc(self.lm, [self.items[i] for i in idx], **fm.eval_kwargs(), batch_size=self.bs)
+        res = evaluate_truthfulqa_mc(self.lm, [self.items[i] for i in idx], **fm.eval_kwargs(),
+                                     instruction=INSTRUCTION, batch_size=self.bs)
         dt = time.time() - t
         rec = {"fold": fold, "split": split, "method": method, "config": cfg, "n": res.n, "mc1": res.mc1,
                "mc2": res.mc2, "mc3": res.mc3, "seconds": round(dt, 1), "s_per_question": round(dt / res.n, 3),
+               "instruction": INSTRUCTION, "steer_from": fm.steer_from if fm.steered else None,
                "per_question": [{"index": i, "mc1": r.mc1, "mc2": r.mc2, "mc3": r.mc3}
                                 for i, r in zip(idx, res.per_question)]}
         write_json(path, rec)
@@ -173,15 +196,22 @@ class Ctx:
         return rec
 
     def choose(self, fold: int, method: str) -> dict[str, Any]:
-        grid = ([{"layer": l, "multiplier": m} for l in CAA_LAYERS for m in CAA_MULTS] if method == "caa"
-                else [{"k": k, "alpha": a} for k in ITI_KS for a in ITI_ALPHAS])
-        recs = [self.mc_unit(fold, "val", method, c) for c in grid]
-        best = max(recs, key=lambda r: (r[SELECT_BY], r["mc1"]))
-        write_json(self.out / "chosen" / f"fold{fold}_{method}.json",
-                   {"fold": fold, "method": method, "chosen": best["config"], "by": SELECT_BY,
-                    "grid": [{"config": r["config"], "mc1": r["mc1"], "mc2": r["mc2"], "mc3": r["mc3"], "n": r["n"]}
-                             for r in recs]})
-        return best["config"]
+        from steerlab.evals.selection import Rule, doubling, search, stepping
+
+        n_layers = self.lm.adapter.n_layers
+        if method == "caa":
+            axes = {"layer": list(CAA_LAYERS), "multiplier": list(CAA_MULTS)}
+            steps = {"layer": stepping(3, 0, n_layers - 1), "multiplier": doubling(0.25, 1000.0)}
+        else:
+            axes = {"k": list(ITI_KS), "alpha": list(ITI_ALPHAS)}
+            steps = {"k": doubling(1, n_layers * self.lm.adapter.n_heads, integer=True), "alpha": doubling(0.5, 1000.0)}
+        rule = Rule(SELECT_BY, ("mc1",))
+        choice = search(axes, lambda c: {m: self.mc_unit(fold, "val", method, c)[m] for m in ("mc1", "mc2", "mc3")},
+                        rule, steps=steps, max_rounds=MAX_ROUNDS)
+        rec = {"fold": fold, "method": method, "by": SELECT_BY, "n": len(self.folds[fold]["val"]), **choice.to_dict()}
+        write_json(self.out / "chosen" / f"fold{fold}_{method}.json", rec)
+        log(f"fold {fold} {method}: chose {choice.config} (MC2 {choice.metrics['mc2']:.3f}); at edge: {choice.at_edge}")
+        return choice.config
 
     def chosen(self, fold: int, method: str) -> dict[str, Any]:
         if method == "none":
@@ -189,13 +219,21 @@ class Ctx:
         rec = read_json(self.out / "chosen" / f"fold{fold}_{method}.json")
         return rec["chosen"] if rec else self.choose(fold, method)
 
-    def run_mc(self) -> None:
+    def run_ablate(self) -> None:
+        """Issue #11 §2 measured: ITI's chosen configurations scored on the test halves with steering from the
+        first answer token (``steer_from="answer"``, steerlab before #11) instead of the second (the reference)."""
         for fold in (0, 1):
+            self.mc_unit(fold, "test", "iti", {**self.chosen(fold, "iti"), "steer_from": "answer"})
+
+    def run_mc(self, folds: Sequence[int] = (0, 1)) -> None:
+        for fold in folds:
+            self.mc_unit(fold, "val", "none", {})  # the unsteered reference on the validation part
+            for method in ("iti", "caa"):
+                self.chosen(fold, method)
+        for fold in folds:
             self.mc_unit(fold, "test", "none", {})
             for method in ("iti", "caa"):
                 self.mc_unit(fold, "test", method, self.chosen(fold, method))
-        for fold in (0, 1):  # the unsteered reference on the validation parts (not used for any choice)
-            self.mc_unit(fold, "val", "none", {})
 
     # ------------------------------------------------------------------ six MC tasks
     def run_mc6(self, limit: int, seed: int = 0) -> None:
@@ -219,43 +257,167 @@ class Ctx:
                 log(f"{task} {method}: acc {res.acc:.3f} (n={res.n}, {time.time() - t:.0f}s)")
 
     # ------------------------------------------------------------------ generation
-    def run_gen(self, per_fold: int | None, chunk: int = 16) -> None:
+    def gen_questions(self, fold: int, split: str, limit: int | None) -> list[str]:
+        """A fold's questions in one fixed seeded order (so a larger ``limit`` extends a smaller one)."""
         import random
 
-        from steerlab.data.registry import load_dataset
-        from steerlab.evals.judges import default_judge
+        qs = [self.items[i].question.strip() for i in self.folds[fold][split]]
+        qs = [q for q in qs if q in self.csv]
+        perm = list(range(len(qs)))
+        random.Random(0).shuffle(perm)
+        qs = [qs[j] for j in perm]
+        return qs if limit is None else qs[:limit]
+
+    def gen_unit(self, fold: int, split: str, method: str, cfg: dict[str, Any], questions: Sequence[str],
+                 chunk: int = 16) -> dict[str, Any]:
+        """Greedy answers to ``questions`` judged by the honest generation judge; one file per configuration,
+        extended chunk by chunk (resumable). Returns the file's record with the aggregate over ``questions``."""
+        from steerlab.evals.coherence import Coherence, summarize
         from steerlab.evals.truthfulqa_gen import evaluate_truthfulqa_gen
 
-        csv = load_dataset("truthfulqa")
-        by_q = {it.question.strip(): it for it in csv}
-        judge = default_judge()
-        for fold in (0, 1):
-            test = [self.items[i].question.strip() for i in self.folds[fold]["test"]]
-            test = [q for q in test if q in by_q]
-            if per_fold is not None and per_fold < len(test):
-                # a fixed seeded order: the first N questions of one permutation (so a larger N extends a smaller)
-                perm = list(range(len(test)))
-                random.Random(0).shuffle(perm)
-                test = [test[j] for j in perm[:per_fold]]
-            for method in ("none", "iti", "caa"):
-                path = self.out / "gen" / f"fold{fold}_{method}.json"
-                rec = read_json(path) or {"fold": fold, "method": method, "records": []}
-                rec["config"] = self.chosen(fold, method)
-                done = {r["question"] for r in rec["records"]}
-                todo = [q for q in test if q not in done]
-                if not todo:
-                    continue
-                fm = self.fitted(fold, method, rec["config"])
-                for s in range(0, len(todo), chunk):
-                    qs = todo[s:s + chunk]
-                    t = time.time()
-                    res = evaluate_truthfulqa_gen(self.lm, [by_q[q] for q in qs], fm.generate_steer(), judge,
-                                                  batch_size=self.bs, progress=False)
-                    rec["judge"] = res.judge
-                    rec["records"].extend({"question": q, "answer": r.answer, "truthful": r.truthful,
-                                           "informative": r.informative} for q, r in zip(qs, res.records))
-                    write_json(path, rec)
-                    log(f"gen fold {fold} {method}: {len(rec['records'])}/{len(test)} ({(time.time() - t) / len(qs):.2f} s/q)")
+        name = "_".join([f"fold{fold}", split, method] + [f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}"
+                                                            for k, v in cfg.items()])
+        path = self.out / "gen" / f"{name}.json"
+        rec = read_json(path) or {"fold": fold, "split": split, "method": method, "config": cfg, "records": []}
+        done = {r["question"] for r in rec["records"]}
+        todo = [q for q in questions if q not in done]
+        if todo:
+            fm = self.fitted(fold, method, cfg)
+            for s in range(0, len(todo), chunk):
+                qs = todo[s:s + chunk]
+                t = time.time()
+                res = evaluate_truthfulqa_gen(self.lm, [self.csv[q] for q in qs], fm.generate_steer(), self.judge,
+                                              batch_size=self.bs, progress=False)
+                rec["judge"] = res.judge
+                rec["records"].extend({"question": q, "answer": r.answer, "truthful": r.truthful,
+                                       "informative": r.informative, **r.coherence.to_dict()}
+                                      for q, r in zip(qs, res.records))
+                rec["seconds"] = round(rec.get("seconds", 0.0) + time.time() - t, 1)
+                write_json(path, rec)
+                log(f"gen {name}: {len(rec['records'])} ({(time.time() - t) / len(qs):.2f} s/q)")
+        want = set(questions)
+        rows = [r for r in rec["records"] if r["question"] in want]
+        t = [float(r["truthful"]) for r in rows if r["truthful"] is not None]
+        i = [float(r["informative"]) for r in rows if r["informative"] is not None]
+        mt, mi = (sum(t) / len(t) if t else float("nan")), (sum(i) / len(i) if i else float("nan"))
+        coh = summarize([Coherence(r["loglik"], r["n_tokens"], r["repetition"], r["degenerate"], r["empty"])
+                         for r in rows])
+        return {**rec, "n": len(rows), "true": mt, "info": mi, "true_info": mt * mi, **coh}
+
+    def choose_gen(self, fold: int, method: str, n_val: int) -> dict[str, Any]:
+        """Generation hyper-parameters on the fold's validation questions (the first ``n_val``): the strength
+        at the MC-chosen layer / K, by True*Info with coherence >= unsteered - GEN_MARGIN."""
+        from steerlab.evals.runner import GEN_MARGIN
+        from steerlab.evals.selection import Rule, doubling, search
+
+        path = self.out / "chosen" / f"fold{fold}_{method}_gen.json"
+        rec = read_json(path)
+        if rec is not None and rec["n"] == n_val:
+            return rec["chosen"]
+        qs = self.gen_questions(fold, "val", n_val)
+        metrics = ("true", "info", "true_info", "coherence", "repetition", "degenerate", "empty")
+
+        def evaluate(cfg: dict[str, Any]) -> dict[str, Any]:
+            r = self.gen_unit(fold, "val", method, cfg, qs)
+            return {m: r[m] for m in metrics}
+
+        ref = {m: self.gen_unit(fold, "val", "none", {}, qs)[m] for m in metrics}
+        mc = self.chosen(fold, method)
+        if method == "caa":
+            axes, steps = {"layer": [mc["layer"]], "multiplier": list(GEN_CAA_MULTS)}, {"multiplier": doubling(0.125, 1000.0)}
+        else:
+            axes, steps = {"k": [mc["k"]], "alpha": list(GEN_ITI_ALPHAS)}, {"alpha": doubling(0.25, 1000.0)}
+        rule = Rule("true_info", ("true",), coherence="coherence", margin=GEN_MARGIN)
+        choice = search(axes, evaluate, rule, ref, steps, MAX_ROUNDS)
+        write_json(path, {"fold": fold, "method": method, "n": n_val, **choice.to_dict()})
+        log(f"fold {fold} {method} generation: chose {choice.config} (True*Info {choice.metrics['true_info']:.3f}, "
+            f"coherence {choice.metrics['coherence']:.3f} vs unsteered {ref['coherence']:.3f}); at edge {choice.at_edge}")
+        return choice.config
+
+    def run_gen(self, per_fold: int | None, n_val: int, folds: Sequence[int] = (0, 1)) -> None:
+        for fold in folds:
+            for method in ("iti", "caa"):
+                self.choose_gen(fold, method, n_val)
+        for fold in folds:
+            test = self.gen_questions(fold, "test", per_fold)
+            self.gen_unit(fold, "test", "none", {}, test)
+            for method in ("iti", "caa"):
+                self.gen_unit(fold, "test", method, self.choose_gen(fold, method, n_val), test)
+
+
+def run_rejudge(ctx: Ctx, chunk: int = 64) -> None:
+    """The first run's generated answers (benchmarks/results/tqa/gen) judged again by the honest judge, so the
+    history table can separate what the judge changed from what the methods' fixes changed."""
+    from steerlab.evals.truthfulqa_gen import generation_prompt
+
+    for f in (0, 1):
+        for m in ("none", "caa", "iti"):
+            src = read_json(OLD_OUT / "gen" / f"fold{f}_{m}.json")
+            path = ctx.out / "rejudged_v1" / f"fold{f}_{m}.json"
+            if src is None or path.exists():
+                continue
+            t = time.time()
+            recs = []
+            for s in range(0, len(src["records"]), chunk):
+                part = src["records"][s:s + chunk]
+                qs = [r["question"] for r in part]
+                res = ctx.judge.judge_many(qs, [generation_prompt(q, answer_cue=True) for q in qs],
+                                           [r["answer"] for r in part], [ctx.csv[q] for q in qs])
+                recs += [{"question": r["question"], "answer": r["answer"], "truthful": v.truthful,
+                          "informative": v.informative, **v.coherence.to_dict()} for r, v in zip(part, res)]
+            write_json(path, {"fold": f, "method": m, "config": src.get("config"), "judge": ctx.judge.name,
+                              "records": recs})
+            log(f"rejudged fold {f} {m}: {len(recs)} answers ({time.time() - t:.0f}s)")
+
+
+def run_persona(ctx: Ctx, fit_limit: int = PERSONA_FIT, val_limit: int = PERSONA_VAL) -> None:
+    """CAA on the seven CAA A/B behaviours, CAA's own protocol: vectors from the ``generate`` split (read at the
+    answer letter), layer and multiplier chosen on a held-out 20 % of it (max p_matching), scored on the 50-item
+    ``test`` split with the chosen multiplier, its negation, and unsteered. One JSON file per behaviour."""
+    from steerlab.data.registry import dataset_names, load_dataset
+    from steerlab.evals.persona import evaluate_behavior
+    from steerlab.evals.selection import Rule, doubling, search, stepping
+    from steerlab.evals.truthfulqa import train_val_split
+    from steerlab.methods.base import FittedMethod
+    from steerlab.methods.caa import CAA, CAAConfig
+
+    n_layers = ctx.lm.adapter.n_layers
+    for name in [n for n in dataset_names() if n.startswith("caa/")]:
+        path = ctx.out / "persona" / f"{name.split('/')[1]}.json"
+        if path.exists():
+            continue
+        t = time.time()
+        gen = load_dataset(name, "generate", limit=fit_limit, seed=0)
+        test = load_dataset(name, "test")
+        fit_idx, val_idx = train_val_split(range(len(gen)), 0.2, 42)
+        fit_items, val_items = [gen[i] for i in fit_idx], [gen[i] for i in val_idx][:val_limit]
+        fits: dict[int, FittedMethod] = {}
+
+        def fitted(cfg: dict[str, Any]) -> FittedMethod:
+            layer = int(cfg["layer"])
+            if layer not in fits:
+                fits[layer] = CAA(CAAConfig(layer=layer, multiplier=1.0)).fit(ctx.lm, fit_items, [])
+            fm = fits[layer]
+            return FittedMethod(fm.steer, float(cfg["multiplier"]), steer_from=fm.steer_from, info=fm.info)
+
+        def score(items: Sequence[Any], fm: FittedMethod) -> dict[str, Any]:
+            res = evaluate_behavior(ctx.lm, items, name=name, **fm.eval_kwargs(), batch_size=ctx.bs)
+            return {"p_matching": res.p_matching, "matching_rate": res.matching_rate, "probs": res.probs}
+
+        def evaluate(cfg: dict[str, Any]) -> dict[str, Any]:
+            r = score(val_items, fitted(cfg))
+            return {k: r[k] for k in ("p_matching", "matching_rate")}
+
+        choice = search({"layer": list(PERSONA_LAYERS), "multiplier": list(PERSONA_MULTS)}, evaluate,
+                        Rule("p_matching"), steps={"layer": stepping(3, 0, n_layers - 1),
+                                                   "multiplier": doubling(0.25, 1000.0)}, max_rounds=MAX_ROUNDS)
+        chosen = choice.config
+        rows = {"none": score(test, FittedMethod()), "caa+": score(test, fitted(chosen)),
+                "caa-": score(test, fitted({**chosen, "multiplier": -chosen["multiplier"]}))}
+        write_json(path, {"behavior": name, "n_fit": len(fit_items), "n_val": len(val_items), "n_test": len(test),
+                          "selection": choice.to_dict(), "test": rows, "seconds": round(time.time() - t, 1)})
+        log(f"{name}: chose {chosen}; test p_matching none {rows['none']['p_matching']:.3f} "
+            f"+ {rows['caa+']['p_matching']:.3f} - {rows['caa-']['p_matching']:.3f} ({time.time() - t:.0f}s)")
 
 
 def run_speed(ctx: Ctx, n_questions: int = 8, n_fit: int = 20) -> None:
@@ -350,47 +512,94 @@ def _paired(d: Sequence[float], n: int = 2000, seed: int = 0) -> tuple[float, fl
     return sum(d) / m, means[int(0.025 * n)], means[int(0.975 * n)]
 
 
+OLD_OUT = ROOT / "benchmarks" / "results" / "tqa"
+GEN_METRICS = ("true", "info", "true_info", "coherence", "repetition", "degenerate", "empty")
+
+
+def _mc_pooled(out: Path, method: str) -> dict[str, Any] | None:
+    recs = [read_json(out / "mc" / (f"fold{f}_test_{method}" + _suffix(out, f, method) + ".json")) for f in (0, 1)]
+    if any(r is None for r in recs):
+        return None
+    pq = [q for r in recs for q in r["per_question"]]
+    return {**{m: sum(q[m] for q in pq) / len(pq) for m in ("mc1", "mc2", "mc3")}, "n": len(pq),
+            "ci1": _bootstrap_ci([q["mc1"] for q in pq]), "ci2": _bootstrap_ci([q["mc2"] for q in pq]), "folds": recs}
+
+
+def _gen_rows(out: Path, method: str, new: bool) -> list[dict[str, Any]] | None:
+    """Pooled test-half generation records of ``method`` (the new layout: gen/fold{f}_test_{method}_{cfg}.json)."""
+    recs = []
+    for f in (0, 1):
+        if not new:
+            r = read_json(out / "gen" / f"fold{f}_{method}.json")
+        else:
+            cfg = {} if method == "none" else (read_json(out / "chosen" / f"fold{f}_{method}_gen.json") or {}).get("chosen")
+            if cfg is None:
+                return None
+            name = "_".join([f"fold{f}", "test", method] + [f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}"
+                                                             for k, v in cfg.items()])
+            r = read_json(out / "gen" / f"{name}.json")
+        if r is None:
+            return None
+        recs.append(r)
+    return [x for r in recs for x in r["records"]]
+
+
+def _gen_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    t = [float(r["truthful"]) for r in rows if r["truthful"] is not None]
+    i = [float(r["informative"]) for r in rows if r["informative"] is not None]
+    mt, mi = sum(t) / len(t), sum(i) / len(i)
+    out = {"true": mt, "info": mi, "true_info": mt * mi, "n": len(rows)}
+    if rows and "loglik" in rows[0]:
+        n = len(rows)
+        out.update({"coherence": sum(r["loglik"] for r in rows) / n, "repetition": sum(r["repetition"] for r in rows) / n,
+                    "degenerate": sum(r["degenerate"] for r in rows) / n, "empty": sum(r["empty"] for r in rows) / n})
+    return out
+
+
+def _cfg_any(cfg: dict[str, Any]) -> str:
+    if "layer" in cfg:
+        return f"layer {cfg['layer']}, x{cfg['multiplier']:g}"
+    if "k" in cfg:
+        return f"K={cfg['k']}, alpha={cfg['alpha']:g}"
+    return "-"
+
+
 def make_docs(out: Path, command: str) -> str:
     lines: list[str] = []
     rel = out.relative_to(ROOT) if out.is_absolute() and ROOT in out.parents else out
     lines += ["## TruthfulQA and six MC tasks: none / CAA / ITI (embedded model)", "",
               "Model: the embedded SmolLM2-135M-Instruct (30 layers x 9 heads, float32, CPU, 1 thread). "
-              f"Driver: `benchmarks/tqa_results.py`; raw per-question JSON under `{rel}/`. "
-              "Exact command (every table below; it resumes from the JSON files):", "",
+              f"Driver: `benchmarks/tqa_results.py`; raw JSON under `{rel}/`. Exact command (every table below; it "
+              "resumes from the JSON files; the folds ran as two processes, `--fold 0` and `--fold 1`, with "
+              "`--stage mc` then `--stage gen`, and the rest with this command):", "",
               "```", command, "```", "",
-              "The files were written by successive invocations of this command that differed only in "
-              "`--gen-per-fold` (100: TruthfulQA MC, six tasks, 100 generations per fold and method; 200: the "
-              "unsteered validation references, the speed table, generations 101-200; then 300 with `--stage gen`: "
-              "generations 201-300; then the command itself with `--stage gen`: the rest, all 817; all in one fixed "
-              "seeded order of each fold's test questions); rerunning the "
-              "command recomputes nothing that exists. Docs only: the same command with `--stage docs`.", "",
-              "Protocol: TruthfulQA MC-json (`truthfulqa_mc` v1, 817 questions), 2 folds split by question "
-              "(`kfold_by_question(seed=0)`); inside each training half an 80/20 split by question "
-              "(`train_val_split(0.2, seed=42)`): CAA/ITI are fitted on the 80 % part only, the "
-              f"hyper-parameters chosen by **{SELECT_BY.upper()}** (ties: MC1) on the 20 % validation part, and the "
-              "chosen configuration is scored on the fold's test half. "
-              f"Grids: CAA layer in {list(CAA_LAYERS)} x multiplier in {[float(m) for m in CAA_MULTS]}; "
-              f"ITI K in {list(ITI_KS)} heads (of 270) x alpha in {[float(a) for a in ITI_ALPHAS]}. "
-              "CAA steers the last prompt token and every answer token; ITI steers the answer tokens "
-              "(MC, `start_edit_location`) / every generated token (generation). Scores: sum of answer-token "
-              "log-probs after the 6-shot QA primer (no instruction), TruthfulQA's MC1/MC2/MC3.", ""]
+              "**Protocol (issue #11).** TruthfulQA MC-json (`truthfulqa_mc` v1, 817 questions), 2 folds split by "
+              "question (`kfold_by_question(seed=0)`); inside each training half ITI's 80/20 split by question "
+              "(`train_val_split(0.2, seed=42)`). CAA's vectors come from the 80 % fit part; ITI's probes are "
+              "trained on the fit part and its heads ranked on the 20 % validation part (ITI's recipe), its "
+              "mass-mean directions use both, and its sigma is ITI's: the std over `\"Q: q A: a Q: q'\"` prompts of "
+              "the fit + validation questions. All hyper-parameters are chosen on the 20 % validation part only; "
+              "nothing of a fold's test half is used before it is scored. MC scoring: ITI's instruction + the 6-shot "
+              "primer (the ITI/FASB protocol, runner task `truthfulqa_mc`), sum of answer-token log-probs, "
+              "TruthfulQA's MC1/MC2/MC3. CAA steers the last prompt token and every answer token; ITI steers from the "
+              "**second** answer token (ITI's `start_edit_location`). Generation: every generated token steered.",
+              "",
+              f"Hyper-parameters: MC by **MC2** (ties MC1) on each fold's validation part (~82 questions) over CAA "
+              f"layer {list(CAA_LAYERS)} x multiplier {list(CAA_MULTS)} and ITI K {list(ITI_KS)} x alpha "
+              f"{list(ITI_ALPHAS)}; generation by **True\\*Info with coherence >= unsteered - 0.5 nats/token** on "
+              f"the first {GEN_VAL} validation questions of each fold (fixed seeded order) over the strength only "
+              f"(CAA multiplier {list(GEN_CAA_MULTS)} at the MC-chosen layer, ITI alpha {list(GEN_ITI_ALPHAS)} at "
+              f"the MC-chosen K). Every grid grows past an edge its best value sits on "
+              f"(`steerlab.evals.selection.search`, at most {MAX_ROUNDS} rounds: layers by 3, strengths and K "
+              "doubled / halved); the lists below show every configuration tried.", ""]
     # --- MC table
-    rows = []
-    for method in ("none", "caa", "iti"):
-        recs = [read_json(out / "mc" / (f"fold{f}_test_{method}" + _suffix(out, f, method) + ".json")) for f in (0, 1)]
-        if any(r is None for r in recs):
-            rows.append((method, None))
-            continue
-        pq = [q for r in recs for q in r["per_question"]]
-        rows.append((method, {m: sum(q[m] for q in pq) / len(pq) for m in ("mc1", "mc2", "mc3")} | {
-            "n": len(pq), "ci1": _bootstrap_ci([q["mc1"] for q in pq]), "ci2": _bootstrap_ci([q["mc2"] for q in pq]),
-            "folds": recs}))
+    rows = {m: _mc_pooled(out, m) for m in ("none", "caa", "iti")}
     lines += ["### TruthfulQA MC (817 questions, 2-fold, held-out halves pooled)", "",
               "| method | MC1 | MC2 | MC3 | n | ΔMC1 vs none | ΔMC2 vs none | fold 0 config | fold 1 config "
               "| per fold MC1 / MC2 |",
               "|---|---|---|---|---|---|---|---|---|---|"]
-    base = dict(rows).get("none")
-    for method, r in rows:
+    base = rows.get("none")
+    for method, r in rows.items():
         if r is None:
             lines.append(f"| {method} | not run | | | | | | | | |")
             continue
@@ -407,47 +616,82 @@ def make_docs(out: Path, command: str) -> str:
                      f"{_pct(r['mc3'])} | {r['n']} | {deltas[0]} | {deltas[1]} | {cf[0]} | {cf[1]} | {ff} |")
     if (ROOT / "docs" / "img" / "tqa_mc_results.png").exists():
         lines += ["", "![TruthfulQA MC1/MC2 per method](img/tqa_mc_results.png)"]
-    lines += ["", "Percentages; ± is a 95 % bootstrap half-width over questions. "
-              "Per-question seconds (MC scoring, 1 thread): " + _speed(out) + ".", ""]
-    sp = read_json(out / "speed.json")
-    if sp:
-        lines += ["#### Scoring speed (same command, `speed.json`)", "",
-                  f"TruthfulQA MC scoring of the first {sp['n_questions']} questions ({sp['n_pairs']} answers), "
-                  f"batch 8, {sp['threads']} thread, run one after the other in one process; seconds per question:", "",
-                  "| path | s / question | max abs. diff. of log-likelihoods vs plain |", "|---|---|---|"]
-        for k, v in sp["scoring_s_per_question"].items():
-            dv = sp["max_abs_diff_vs_plain"].get(k)
-            lines.append(f"| {k} | {v:.2f} | {'-' if dv is None else f'{dv:.1e}'} |")
-        lines += ["", f"CAA fitting ({sp['caa_fit_n_pairs']} contrast pairs of the first {sp['caa_fit_n_questions']} questions, "
-                  f"{len(CAA_LAYERS)} layers), "
-                  "seconds per question: " + ", ".join(f"{k} {v:.2f}" for k, v in sp["caa_fit_s_per_question"].items())
-                  + f"; max abs. difference of the vectors {sp['caa_fit_max_abs_diff']:.1e}.", ""]
-    # --- validation grids
-    lines += ["#### Validation grids (the 20 % validation part of each training half)", ""]
+    lines += ["", "Percentages; ± is a 95 % bootstrap half-width over questions; Δ: mean per-question difference "
+              "with its 95 % paired bootstrap interval. Per-question seconds (MC scoring, 1 thread, two processes "
+              "on two cores): " + _speed(out) + ".", ""]
+    abl = [read_json(out / "mc" / (f"fold{f}_test_iti" + _suffix(out, f, "iti") + "_steer_fromanswer.json")) for f in (0, 1)]
+    if rows.get("iti") and all(abl):
+        pq_new = {q["index"]: q for f in rows["iti"]["folds"] for q in f["per_question"]}
+        pq_old = [q for r in abl for q in r["per_question"]]
+        d = {m: _paired([pq_new[q["index"]][m] - q[m] for q in pq_old]) for m in ("mc1", "mc2")}
+        lines += ["**ITI's MC steering start (issue #11 §2).** The same chosen ITI configurations steering from the "
+                  "first answer token (`steer_from=\"answer\"`, steerlab before #11) instead of the second (ITI's "
+                  f"`start_edit_location`): MC1 {_pct(sum(q['mc1'] for q in pq_old) / len(pq_old))}, MC2 "
+                  f"{_pct(sum(q['mc2'] for q in pq_old) / len(pq_old))}; second minus first: MC1 "
+                  f"{100 * d['mc1'][0]:+.1f} [{100 * d['mc1'][1]:+.1f}, {100 * d['mc1'][2]:+.1f}], MC2 "
+                  f"{100 * d['mc2'][0]:+.1f} [{100 * d['mc2'][1]:+.1f}, {100 * d['mc2'][2]:+.1f}] (`--stage ablate`).", ""]
+    lines += ["#### MC validation searches (each fold's ~82 validation questions, MC1 / MC2 %)", ""]
     for method in ("caa", "iti"):
         for f in (0, 1):
             rec = read_json(out / "chosen" / f"fold{f}_{method}.json")
             if rec is None:
                 continue
-            cells = ", ".join(f"{_cfg_text(method, g['config'])}: {_pct(g['mc1'])}/{_pct(g['mc2'])}" for g in rec["grid"])
+            cells = ", ".join(f"{_cfg_text(method, c['config'])}: {_pct(c['metrics']['mc1'])}/{_pct(c['metrics']['mc2'])}"
+                              for c in rec["candidates"])
             ref = read_json(out / "mc" / f"fold{f}_val_none.json")
             none = f" (none: {_pct(ref['mc1'])}/{_pct(ref['mc2'])})" if ref else ""
-            lines.append(f"- {method.upper()} fold {f} (n={rec['grid'][0]['n']}, MC1/MC2){none}: {cells}; "
-                         f"**chosen {_cfg_text(method, rec['chosen'])}**")
+            edge = f"; still at an edge: {', '.join(rec['at_edge'])}" if rec["at_edge"] else ""
+            lines.append(f"- {method.upper()} fold {f}{none}: {cells}; **chosen {_cfg_text(method, rec['chosen'])}**{edge}")
     lines.append("")
+    # --- generation
+    gen = {m: _gen_rows(out, m, True) for m in ("none", "caa", "iti")}
+    if any(v is not None for v in gen.values()):
+        judge = next((read_json(p) or {}).get("judge") for p in sorted((out / "gen").glob("*_test_*.json")))
+        lines += ["### TruthfulQA generation (proxy judge + coherence)", "",
+                  f"Judge: `{judge}` -- steerlab's offline proxy, **not** the fine-tuned TruthfulQA judges: True / "
+                  "Info are not comparable with published numbers. Coherence = mean log-prob per answer token under "
+                  "the unsteered model (nats; higher is more fluent for this model); degenerate = word-3-gram "
+                  "repetition >= 0.3 (then not informative); empty answers count as \"I have no comment.\". Greedy, "
+                  "50 new tokens, ITI instruction + 6-shot primer; each fold's test questions steered with that "
+                  "fold's vectors and its generation-chosen strength.", "",
+                  "| method | True | Info | True*Info | coherence | repetition | degenerate | empty | n | fold 0 config | fold 1 config |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for m in ("none", "caa", "iti"):
+            if gen[m] is None:
+                lines.append(f"| {m} | not run | | | | | | | | | |")
+                continue
+            g = _gen_metrics(gen[m])
+            cfgs = ["-" if m == "none" else _cfg_any((read_json(out / "chosen" / f"fold{f}_{m}_gen.json") or {})
+                                                   .get("chosen", {})) for f in (0, 1)]
+            lines.append(f"| {m} | {_pct(g['true'])} | {_pct(g['info'])} | {_pct(g['true_info'])} | "
+                         f"{g['coherence']:.3f} | {_pct(g['repetition'])} | {_pct(g['degenerate'])} | {_pct(g['empty'])} | "
+                         f"{g['n']} | {cfgs[0]} | {cfgs[1]} |")
+        lines += ["", "Percentages except coherence.", "", "#### Generation validation searches (first "
+                  f"{GEN_VAL} validation questions per fold; True*Info % / coherence)", ""]
+        for m in ("caa", "iti"):
+            for f in (0, 1):
+                rec = read_json(out / "chosen" / f"fold{f}_{m}_gen.json")
+                if rec is None:
+                    continue
+                ref = rec["reference"]
+                cells = ", ".join(f"{_cfg_any(c['config'])}: {_pct(c['metrics']['true_info'])} / "
+                                  f"{c['metrics']['coherence']:.2f}" + ("" if c["eligible"] else " (below floor)")
+                                  for c in rec["candidates"])
+                edge = f"; still at an edge: {', '.join(rec['at_edge'])}" if rec["at_edge"] else ""
+                fb = "; **no configuration met the floor: the most coherent was taken**" if rec["fallback"] else ""
+                lines.append(f"- {m.upper()} fold {f} (none: {_pct(ref['true_info'])} / {ref['coherence']:.2f}, floor "
+                             f"{ref['coherence'] - 0.5:.2f}): {cells}; **chosen {_cfg_any(rec['chosen'])}**{edge}{fb}")
+        lines.append("")
     # --- six MC tasks
     mc6 = {(t, m): read_json(out / "mc6" / f"{t}_{m}.json") for t in MC_TASKS for m in ("none", "caa", "iti")}
     if any(v is not None for v in mc6.values()):
         lim = next(v for v in mc6.values() if v is not None)["limit"]
         lines += ["### Six multiple-choice tasks (accuracy, %)", "",
                   f"A fixed subset per task: `load_dataset(task, limit={lim}, seed=0)` (COPA has only 100 validation "
-                  "items: all of them). Zero-shot lm-eval-style prompts (`steerlab.evals.multiple_choice`), accuracy "
-                  "= raw sum of option log-probs (`acc`). CAA / ITI use the TruthfulQA vectors fitted on fold 0's "
-                  "fit part with fold 0's chosen hyper-parameters, steering the same positions as in TruthfulQA MC "
-                  "(the option tokens). The FASB notes do not say which vectors the paper used on these tasks; "
-                  "with TruthfulQA vectors this table measures what TruthfulQA steering does to unrelated tasks. "
-                  "Differences of a few points are within noise at these sizes (±6-7 points at n=200, ±9-10 at n=100).",
-                  "",
+                  "items: all of them). Zero-shot lm-eval-style prompts, accuracy = raw sum of option log-probs "
+                  "(`acc`). CAA / ITI use the TruthfulQA vectors of fold 0 with fold 0's MC-chosen hyper-parameters, "
+                  "steering the option tokens as in TruthfulQA MC. This measures what TruthfulQA steering does to "
+                  "unrelated tasks (±6-7 points of noise at n=200, ±9-10 at n=100).", "",
                   "| method | " + " | ".join(f"{t} (n={next((v['n'] for (tt, _), v in mc6.items() if tt == t and v), '-')})"
                                            for t in MC_TASKS) + " | mean |",
                   "|---|" + "---|" * (len(MC_TASKS) + 1)]
@@ -456,70 +700,70 @@ def make_docs(out: Path, command: str) -> str:
             mean = sum(a for a in accs if a is not None) / len(accs) if all(a is not None for a in accs) else None
             lines.append(f"| {m} | " + " | ".join(_pct(a) for a in accs) + f" | {_pct(mean)} |")
         lines.append("")
-    # --- generation
-    gen = {(f, m): read_json(out / "gen" / f"fold{f}_{m}.json") for f in (0, 1) for m in ("none", "caa", "iti")}
-    if any(v is not None for v in gen.values()):
-        lines += ["### TruthfulQA generation (proxy judge)", ""]
-        judge = next(v["judge"] for v in gen.values() if v is not None and v.get("judge"))
-        n_gen = {m: sum(len(gen[(f, m)]["records"]) for f in (0, 1) if gen[(f, m)]) for m in ("none", "caa", "iti")}
-        subset = ("All 817 questions (both folds' test halves), the same for every method." if min(n_gen.values()) >= 817
-                  else "**A subset**: the first `--gen-per-fold` questions of each fold's test half in one fixed "
-                       "seeded order (`random.Random(0).shuffle`), the same questions for every method; the full 817 "
-                       "were not run for lack of time.")
-        lines += [f"Judge: `{judge}` (steerlab's offline default, **not** the fine-tuned TruthfulQA judges: "
-                  "numbers are not comparable with published True/Info). Greedy, 50 new tokens, ITI instruction + "
-                  "6-shot primer; each fold's questions steered with that fold's fitted vectors and chosen "
-                  "hyper-parameters. " + subset, "",
-                  "| method | True | Info | True*Info | n (fold 0 + fold 1) |", "|---|---|---|---|---|"]
-        for m in ("none", "caa", "iti"):
-            recs = [r for f in (0, 1) if gen[(f, m)] for r in gen[(f, m)]["records"]]
-            if not recs:
-                lines.append(f"| {m} | not run | | | |")
-                continue
-            t = [float(r["truthful"]) for r in recs if r["truthful"] is not None]
-            i = [float(r["informative"]) for r in recs if r["informative"] is not None]
-            mt, mi = sum(t) / len(t), sum(i) / len(i)
-            ns = " + ".join(str(len(gen[(f, m)]["records"])) if gen[(f, m)] else "0" for f in (0, 1))
-            lines.append(f"| {m} | {_pct(mt)} | {_pct(mi)} | {_pct(mt * mi)} | {ns} |")
+    # --- CAA A/B behaviours
+    per = [read_json(p) for p in sorted((out / "persona").glob("*.json"))]
+    if per:
+        r0 = per[0]
+        lines += ["### CAA A/B behaviours (p(matching answer), %)", "",
+                  f"CAA's own protocol on its seven A/B sets: vectors from the `generate` split (first "
+                  f"{PERSONA_FIT} items in a seeded order, 80 % fit), read at the answer **letter**; layer x "
+                  f"multiplier chosen by p(matching) on the other 20 % (at most {PERSONA_VAL} items; grid layer "
+                  f"{list(PERSONA_LAYERS)} x multiplier {list(PERSONA_MULTS)}, grown past edges); scored on the "
+                  f"{r0['n_test']}-item `test` split unsteered, with the chosen multiplier (+) and its negation (-).", "",
+                  "| behaviour | none | CAA + | CAA - | chosen | validation: none-free best p |", "|---|---|---|---|---|---|"]
+        for r in per:
+            t = r["test"]
+            sel = r["selection"]
+            edge = " (at edge: " + ", ".join(sel["at_edge"]) + ")" if sel["at_edge"] else ""
+            lines.append(f"| {r['behavior']} | {_pct(t['none']['p_matching'])} | {_pct(t['caa+']['p_matching'])} | "
+                         f"{_pct(t['caa-']['p_matching'])} | {_cfg_any(sel['chosen'])}{edge} | "
+                         f"{_pct(sel['metrics']['p_matching'])} |")
         lines.append("")
-    _g1 = (read_json(out / "gen" / "fold1_iti.json") or {}).get("records", [])
-    _g0 = (read_json(out / "gen" / "fold0_iti.json") or {}).get("records", [])
-    _empty, _n1, _n0 = sum(1 for r in _g1 if not str(r["answer"]).strip()), len(_g1), len(_g0)
-    _top, _top_n = (Counter(str(r["answer"]).strip() for r in _g0).most_common(1) or [("", 0)])[0]
-    lines += ["### Notes on these results", "",
-              "- CAA chose the largest layer and multiplier of its grid in both folds (layer 18, x10), and ITI's "
-              "fold-1 choice is at the top of its alpha range (alpha 15): the grids are small and larger values were not "
-              "tried, so neither method is tuned to its optimum here.",
-              "- CAA and ITI raise MC2 on the held-out halves (paired intervals above exclude 0); MC1 moves by "
-              "1-2 points, within noise.",
-              "- **ITI's generation numbers are an artefact, not a gain.** Steering every generated token at the "
-              f"MC-chosen strength breaks generation on this model: with fold 1's setting (K=8, alpha=15) {_empty} of "
-              f"{_n1} answers are empty, and fold 0's (K=24, alpha=10) are mostly degenerate (\"{_top}\" "
-              f"{_top_n} times of {_n0}). The proxy judge calls empty answers true and uninformative, "
-              "hence high True and low Info. Hyper-parameters were chosen on MC only; a generation-specific "
-              "choice (as ITI/FASB tune alpha for generation) was not made. **CAA's gain is suspect too**: at "
-              "layer 18 x10 its answers are often fluent but off-topic or repetitive (\"The most likely answer is "
-              "that the most likely answer is ...\"), which the rule Info judge calls informative and the "
-              "similarity judge often calls true. The unsteered answers read normally. Conclusion: with this "
-              "proxy judge and MC-chosen strengths the generation table does not show a real truthfulness gain; "
-              "it shows that the strengths chosen on MC are too strong for generation and that the proxy judge "
-              "does not penalise degenerate text. The judge is a sentence-similarity proxy, not the fine-tuned "
-              "judge models of TruthfulQA/ITI/FASB.",
-              "- On the six tasks the TruthfulQA vectors mostly cost accuracy (COPA, StoryCloze); MMLU and SST-2 "
-              "accuracies are identical for all three methods (not investigated: the per-item predictions were "
-              "not stored).",
-              ""]
+    lines += _history(out)
+    lines += ["### Notes on these results", ""] + [f"- {n}" for n in NOTES] + [""]
     lines += ["### ITI probe accuracies (layer x head)", ""]
     if (ROOT / "docs" / "img" / "tqa_iti_probe_acc_fold0.png").exists():
-        rec = read_json(out / "fits" / "fold0_iti.json") or {}
         lines += ["![ITI probe validation accuracy per layer x head, fold 0](img/tqa_iti_probe_acc_fold0.png)", "",
-                  f"Validation accuracy of the 270 per-head probes of fold 0 ({rec.get('n_records', '?')} "
-                  "(question, answer) records of the fit part, heads ranked on a 20 % split of it by question), "
-                  "drawn by this driver from `fits/fold0_iti.json`. The earlier heatmap from 100 questions: "
-                  "[img/iti_probe_accuracy.png](img/iti_probe_accuracy.png).", ""]
-    else:
-        lines += ["![ITI probe validation accuracy per layer x head](img/iti_probe_accuracy.png)", ""]
+                  "Validation accuracy of the 270 per-head probes of fold 0 (trained on the fit part's (question, "
+                  "answer) records, scored on the validation part's), drawn by this driver from `fits/fold0_iti.json`.", ""]
     return "\n".join(lines)
+
+
+#: written after reading the tables (kept in the driver so `--stage docs` reproduces the page)
+NOTES: list[str] = []
+
+
+def _history(out: Path) -> list[str]:
+    """The first run's numbers (benchmarks/results/tqa, before issue #11) beside this run's."""
+    if not (OLD_OUT / "mc").exists():
+        return []
+    lines = ["### History: the first run (before issue #11) beside this one", "",
+             "The first tables (commit `7aaed40` and before; raw files in `benchmarks/results/tqa/`) were made with "
+             "ITI's sigma over the probe records (about twice ITI's, so their alphas 5-15 are ITI's 10-30), ITI's MC "
+             "steering from the first answer token, no instruction in MC scoring, ITI probes on 64 % of each "
+             "training half, small grids whose choices sat at their edges, generation strengths chosen on MC, and a "
+             "judge that called empty and looping answers true / informative. They changed because each of these "
+             "was fixed under issue #11.", "",
+             "| | MC1 old | MC1 new | MC2 old | MC2 new | True*Info old | True*Info old answers, new judge | "
+             "True*Info new | Info old | Info new | coherence old answers | coherence new |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in ("none", "caa", "iti"):
+        o, n = _mc_pooled(OLD_OUT, m), _mc_pooled(out, m)
+        go, gn = _gen_rows(OLD_OUT, m, False), _gen_rows(out, m, True)
+        rj = [x for f in (0, 1) for x in (read_json(out / "rejudged_v1" / f"fold{f}_{m}.json") or {}).get("records", [])]
+        go_m = _gen_metrics(go) if go else None
+        gn_m = _gen_metrics(gn) if gn else None
+        rj_m = _gen_metrics(rj) if len(rj) == 817 else None
+        coh = lambda g: "-" if not g or "coherence" not in g else f"{g['coherence']:.3f}"  # noqa: E731
+        lines.append(f"| {m} | {_pct(o and o['mc1'])} | {_pct(n and n['mc1'])} | {_pct(o and o['mc2'])} | "
+                     f"{_pct(n and n['mc2'])} | {_pct(go_m and go_m['true_info'])} | {_pct(rj_m and rj_m['true_info'])} | "
+                     f"{_pct(gn_m and gn_m['true_info'])} | {_pct(go_m and go_m['info'])} | {_pct(gn_m and gn_m['info'])} | "
+                     f"{coh(rj_m)} | {coh(gn_m)} |")
+    lines += ["", "Old generation numbers are under the old judge (empty / looping answers counted as the judge "
+              "said); \"old answers, new judge\" re-judges the first run's 817 answers per method with the honest "
+              "judge (`--stage rejudge`, `rejudged_v1/`); the new ones are this run's answers under the honest judge. The old MC configurations: CAA layer 18 x10 in both "
+              "folds, ITI K=24 alpha 10 / K=8 alpha 15 (old sigma).", ""]
+    return lines
 
 
 def _suffix(out: Path, fold: int, method: str) -> str:
@@ -607,27 +851,40 @@ def write_docs(out: Path, command: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", default="all", choices=["mc", "mc6", "gen", "speed", "docs", "all"])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tqa"))
+    ap.add_argument("--stage", default="all", choices=["mc", "mc6", "gen", "persona", "rejudge", "ablate", "speed",
+                                                       "docs", "all"])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tqa_v2"))
+    ap.add_argument("--fold", type=int, choices=[0, 1], default=None,
+                    help="only this fold (run two processes, one per fold, on two cores); docs need both")
     ap.add_argument("--mc6-limit", type=int, default=200)
     ap.add_argument("--gen-per-fold", type=int, default=None, help="questions per fold (seeded subset); default all")
+    ap.add_argument("--gen-val", type=int, default=GEN_VAL, help="validation questions per fold for the generation search")
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args(argv)
     out = Path(args.out)
-    opts = [f"--mc6-limit {args.mc6_limit}"] + ([f"--gen-per-fold {args.gen_per_fold}"] if args.gen_per_fold else [])
+    opts = [f"--mc6-limit {args.mc6_limit}", f"--gen-val {args.gen_val}"] + (
+        [f"--gen-per-fold {args.gen_per_fold}"] if args.gen_per_fold else [])
     cmd = ("OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python benchmarks/tqa_results.py --stage all "
            + " ".join(opts))
+    folds = (0, 1) if args.fold is None else (args.fold,)
     if args.stage != "docs":
         ctx = Ctx(out, args.batch_size)
         if args.stage in ("mc", "all"):
-            ctx.run_mc()
-        if args.stage in ("mc6", "all"):
-            ctx.run_mc6(args.mc6_limit)
-        if args.stage in ("speed", "all"):
-            run_speed(ctx)
+            ctx.run_mc(folds)
         if args.stage in ("gen", "all"):
-            ctx.run_gen(args.gen_per_fold)
-    write_docs(out, cmd)
+            ctx.run_gen(args.gen_per_fold, args.gen_val, folds)
+        if args.stage in ("mc6", "all") and args.fold in (None, 0):
+            ctx.run_mc6(args.mc6_limit)
+        if args.stage in ("persona", "all") and args.fold is None:
+            run_persona(ctx)
+        if args.stage in ("rejudge", "all") and args.fold is None:
+            run_rejudge(ctx)
+        if args.stage in ("ablate", "all") and args.fold is None:
+            ctx.run_ablate()
+        if args.stage in ("speed", "all") and args.fold is None:
+            run_speed(ctx)
+    if args.stage in ("docs", "all") and args.fold is None:
+        write_docs(out, cmd)
     return 0
 
 
