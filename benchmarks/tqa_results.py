@@ -49,10 +49,10 @@ GEN_VAL = 40
 #: generation strength grids (at the MC-chosen layer / K); they grow past an edge like the MC grids
 GEN_CAA_MULTS = (1.0, 2.0, 4.0, 8.0)
 #: CAA A/B behaviours: generate-split items used (fit 80 % / validation 20 %, at most PERSONA_VAL), grids
-PERSONA_FIT = 300
-PERSONA_VAL = 60
-PERSONA_LAYERS = (9, 12, 15)
-PERSONA_MULTS = (1.0, 2.0, 4.0, 8.0)
+PERSONA_FIT = 100
+PERSONA_VAL = 20
+PERSONA_LAYERS = (6, 9, 12)
+PERSONA_MULTS = (2.0, 4.0, 8.0)
 GEN_ITI_ALPHAS = (2.5, 5.0, 10.0, 20.0)
 MC_TASKS = ("copa", "storycloze", "snli", "mmlu", "sst2", "winogrande")
 SELECT_BY = "mc2"
@@ -556,6 +556,25 @@ def _gen_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def _ti_delta(rows: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], n: int = 2000, seed: int = 0) -> str:
+    """True*Info of ``rows`` minus that of ``base`` (same questions), with a paired bootstrap interval."""
+    import random
+
+    ref = {r["question"]: r for r in base}
+    pairs = [(r, ref[r["question"]]) for r in rows if r["question"] in ref]
+
+    def ti(sample: Sequence[tuple[dict[str, Any], dict[str, Any]]], j: int) -> float:
+        t = [float(p[j]["truthful"]) for p in sample if p[j]["truthful"] is not None]
+        i = [float(p[j]["informative"]) for p in sample if p[j]["informative"] is not None]
+        return (sum(t) / len(t)) * (sum(i) / len(i))
+
+    rng = random.Random(seed)
+    m = len(pairs)
+    draws = sorted(ti(s, 0) - ti(s, 1) for s in ([pairs[rng.randrange(m)] for _ in range(m)] for _ in range(n)))
+    d = ti(pairs, 0) - ti(pairs, 1)
+    return f"{100 * d:+.1f} [{100 * draws[int(0.025 * n)]:+.1f}, {100 * draws[int(0.975 * n)]:+.1f}]"
+
+
 def _cfg_any(cfg: dict[str, Any]) -> str:
     if "layer" in cfg:
         return f"layer {cfg['layer']}, x{cfg['multiplier']:g}"
@@ -569,9 +588,9 @@ def make_docs(out: Path, command: str) -> str:
     rel = out.relative_to(ROOT) if out.is_absolute() and ROOT in out.parents else out
     lines += ["## TruthfulQA and six MC tasks: none / CAA / ITI (embedded model)", "",
               "Model: the embedded SmolLM2-135M-Instruct (30 layers x 9 heads, float32, CPU, 1 thread). "
-              f"Driver: `benchmarks/tqa_results.py`; raw JSON under `{rel}/`. Exact command (every table below; it "
-              "resumes from the JSON files; the folds ran as two processes, `--fold 0` and `--fold 1`, with "
-              "`--stage mc` then `--stage gen`, and the rest with this command):", "",
+              f"Driver: `benchmarks/tqa_results.py`; raw JSON under `{rel}/`. Exact commands, in this order (every "
+              "stage resumes from the JSON files, so rerunning recomputes nothing that exists; the runs wrote to a "
+              "scratch folder with `--out`, copied here unchanged):", "",
               "```", command, "```", "",
               "**Protocol (issue #11).** TruthfulQA MC-json (`truthfulqa_mc` v1, 817 questions), 2 folds split by "
               "question (`kfold_by_question(seed=0)`); inside each training half ITI's 80/20 split by question "
@@ -654,8 +673,9 @@ def make_docs(out: Path, command: str) -> str:
                   "repetition >= 0.3 (then not informative); empty answers count as \"I have no comment.\". Greedy, "
                   "50 new tokens, ITI instruction + 6-shot primer; each fold's test questions steered with that "
                   "fold's vectors and its generation-chosen strength.", "",
-                  "| method | True | Info | True*Info | coherence | repetition | degenerate | empty | n | fold 0 config | fold 1 config |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| method | True | Info | True*Info | ΔTrue*Info vs none | coherence | repetition | degenerate | empty | n "
+                  "| fold 0 config | fold 1 config |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in ("none", "caa", "iti"):
             if gen[m] is None:
                 lines.append(f"| {m} | not run | | | | | | | | | |")
@@ -663,10 +683,12 @@ def make_docs(out: Path, command: str) -> str:
             g = _gen_metrics(gen[m])
             cfgs = ["-" if m == "none" else _cfg_any((read_json(out / "chosen" / f"fold{f}_{m}_gen.json") or {})
                                                    .get("chosen", {})) for f in (0, 1)]
-            lines.append(f"| {m} | {_pct(g['true'])} | {_pct(g['info'])} | {_pct(g['true_info'])} | "
+            delta = "-" if m == "none" or gen["none"] is None else _ti_delta(gen[m], gen["none"])
+            lines.append(f"| {m} | {_pct(g['true'])} | {_pct(g['info'])} | {_pct(g['true_info'])} | {delta} | "
                          f"{g['coherence']:.3f} | {_pct(g['repetition'])} | {_pct(g['degenerate'])} | {_pct(g['empty'])} | "
                          f"{g['n']} | {cfgs[0]} | {cfgs[1]} |")
-        lines += ["", "Percentages except coherence.", "", "#### Generation validation searches (first "
+        lines += ["", "Percentages except coherence; Δ: difference of True*Info with a 95 % paired bootstrap interval "
+                  "(questions resampled, 2000 draws).", "", "#### Generation validation searches (first "
                   f"{GEN_VAL} validation questions per fold; True*Info % / coherence)", ""]
         for m in ("caa", "iti"):
             for f in (0, 1):
@@ -730,7 +752,34 @@ def make_docs(out: Path, command: str) -> str:
 
 
 #: written after reading the tables (kept in the driver so `--stage docs` reproduces the page)
-NOTES: list[str] = []
+NOTES: list[str] = [
+    "**MC.** ITI and CAA both raise MC2 on the held-out halves by about 6 points (paired intervals exclude 0); "
+    "ITI also raises MC1 by 3.1 points [+0.2, +5.9], CAA's MC1 change is within noise. With ITI's own sigma the "
+    "chosen alphas (40 and 20) are ITI's scale; the first run's ITI gain (+3.6 MC2) came from a sigma about twice as "
+    "large, probes on 64 % of the training half and no instruction.",
+    "**The two folds choose very different ITI settings** (K=48, alpha 40 vs K=6, alpha 20): on ~82 validation "
+    "questions neighbouring grid points differ by 1-3 MC2 points, about the noise of that sample. CAA chose layer 18 "
+    "x10 in both folds, now inside a grid that was grown around it.",
+    "**ITI's reference MC start costs MC2 here**: steering from the second answer token (ITI's "
+    "`start_edit_location`, the default for the ITI/FASB protocol) scores 1.8 MC2 points below steering from the first "
+    "with the same configurations (line above). It stays the default because it is the protocol the ITI and FASB "
+    "numbers were made with; `steer_from=\"answer\"` is the other choice.",
+    "**The instruction** (ITI/FASB protocol) moves the unsteered model little on 817 questions: MC2 45.0 -> 44.6, "
+    "MC1 25.5 -> 24.8 (the first run had no instruction; nothing else changed for `none`).",
+    "**Generation (proxy judge).** With strengths chosen on a generation validation metric, ITI raises True*Info "
+    "by 15.2 points [+11.7, +18.8] (True 43.8 -> 60.0, Info unchanged at ~92) and CAA by 4.4 [+1.3, +7.6] (Info "
+    "falls to 85.9, 6.5 % of its answers loop). Both cost coherence: -0.74 -> -1.13 (ITI) and -0.93 (CAA) nats per "
+    "token under the unsteered model, inside the 0.5 margin they were chosen with. The generation-chosen ITI "
+    "strengths (alpha 5 and 20) are at or below the MC-chosen ones (40 and 20): MC rewards stronger steering than "
+    "fluent generation tolerates, which is what broke the first run's ITI answers (400 of 408 empty). These are "
+    "proxy-judge numbers (MiniLM similarity to the reference answers for truth, rules for info), not the fine-tuned "
+    "judges': a shift towards reference-like wording can count as truth here.",
+    "**Coherence alone is not a sufficient floor**: in fold 0's ITI generation search alpha 20 made every answer a "
+    "loop (repetition 0.79, all degenerate) yet its coherence (-1.24) passed the floor (-1.24 = -0.74 - 0.5), "
+    "because a loop is likely under the model once it has started; the degenerate -> not informative rule is what "
+    "gives it True*Info 0. Conversely in fold 1 the floor excluded ITI alpha 40, the best True*Info on validation "
+    "(56.1) at coherence -1.87.",
+]
 
 
 def _history(out: Path) -> list[str]:
@@ -759,6 +808,16 @@ def _history(out: Path) -> list[str]:
                      f"{_pct(n and n['mc2'])} | {_pct(go_m and go_m['true_info'])} | {_pct(rj_m and rj_m['true_info'])} | "
                      f"{_pct(gn_m and gn_m['true_info'])} | {_pct(go_m and go_m['info'])} | {_pct(gn_m and gn_m['info'])} | "
                      f"{coh(rj_m)} | {coh(gn_m)} |")
+    old6 = {(t, m): read_json(OLD_OUT / "mc6" / f"{t}_{m}.json") for t in MC_TASKS for m in ("none", "caa", "iti")}
+    if all(old6.values()) and not (out / "mc6").exists():
+        lines += ["", "**Six MC tasks: not re-run under issue #11** (the table below is the first run's, with its old "
+                  "ITI vectors and MC-chosen settings; the FASB issue re-runs it with every method). Accuracy %, "
+                  "`load_dataset(task, limit=200, seed=0)`, fold-0 TruthfulQA vectors:", "",
+                  "| method | " + " | ".join(f"{t} (n={old6[(t, 'none')]['n']})" for t in MC_TASKS) + " | mean |",
+                  "|---|" + "---|" * (len(MC_TASKS) + 1)]
+        for m in ("none", "caa", "iti"):
+            accs = [old6[(t, m)]["acc"] for t in MC_TASKS]
+            lines.append(f"| {m} | " + " | ".join(_pct(a) for a in accs) + f" | {_pct(sum(accs) / len(accs))} |")
     lines += ["", "Old generation numbers are under the old judge (empty / looping answers counted as the judge "
               "said); \"old answers, new judge\" re-judges the first run's 817 answers per method with the honest "
               "judge (`--stage rejudge`, `rejudged_v1/`); the new ones are this run's answers under the honest judge. The old MC configurations: CAA layer 18 x10 in both "
@@ -862,10 +921,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args(argv)
     out = Path(args.out)
-    opts = [f"--mc6-limit {args.mc6_limit}", f"--gen-val {args.gen_val}"] + (
-        [f"--gen-per-fold {args.gen_per_fold}"] if args.gen_per_fold else [])
-    cmd = ("OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python benchmarks/tqa_results.py --stage all "
-           + " ".join(opts))
+    run = "OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python benchmarks/tqa_results.py"
+    cmd = "\n".join([f"{run} --stage mc --fold 0 & {run} --stage mc --fold 1; wait   # two cores",
+                     f"{run} --stage gen --fold 0 --gen-val {args.gen_val} & {run} --stage gen --fold 1 --gen-val "
+                     f"{args.gen_val}; wait",
+                     f"{run} --stage ablate; {run} --stage persona; {run} --stage rejudge",
+                     f"{run} --stage docs"])
     folds = (0, 1) if args.fold is None else (args.fold,)
     if args.stage != "docs":
         ctx = Ctx(out, args.batch_size)
