@@ -611,6 +611,14 @@ def make_docs(out: Path, command: str) -> str:
               f"the MC-chosen K). Every grid grows past an edge its best value sits on "
               f"(`steerlab.evals.selection.search`, at most {MAX_ROUNDS} rounds: layers by 3, strengths and K "
               "doubled / halved); the lists below show every configuration tried.", ""]
+    lines += ["**How CAA is adapted to TruthfulQA** (not stated in the CAA paper, which uses A/B items): each "
+              "contrast pair is (6-shot primer + question, a true free-text answer) vs (the same prompt, a false "
+              "answer), true and false answers cycled so each is used at least once; the residual stream is read at "
+              "the **last answer token**. On A/B sets (`caa/*`, `ai_risk/*`, the table below) CAA reads the answer "
+              "**letter** of \"(A)\"/\"(B)\", as CAA's `generate_vectors.py` does (position -2 of prompt + "
+              "\"(A)\"); before issue #11 steerlab read \")\" there. On caa/refusal (24 training, 12 held-out items, "
+              "layer 12) the letter read gives p(matching) none 0.511, +8 0.610, -8 0.408; the \")\" read gave +8 "
+              "0.587, -8 0.516 (`pytest tests/test_methods.py -k steers_toward`).", ""]
     # --- MC table
     rows = {m: _mc_pooled(out, m) for m in ("none", "caa", "iti")}
     lines += ["### TruthfulQA MC (817 questions, 2-fold, held-out halves pooled)", "",
@@ -774,6 +782,11 @@ NOTES: list[str] = [
     "fluent generation tolerates, which is what broke the first run's ITI answers (400 of 408 empty). These are "
     "proxy-judge numbers (MiniLM similarity to the reference answers for truth, rules for info), not the fine-tuned "
     "judges': a shift towards reference-like wording can count as truth here.",
+    "**CAA A/B behaviours.** The unsteered 135M model is near chance on these sets (p(matching) 48-53 %). CAA "
+    "moves p(matching) the intended way (+ above none above -) on survival-instinct (52.6 -> 66.4 / 40.9), "
+    "hallucination, sycophancy, refusal and coordinate-other-ais; corrigible-neutral-HHH does not move, and "
+    "myopic-reward goes the wrong way on the test split (+ 49.2, - 54.7) although its validation choice was "
+    "positive. 50 test items per set: differences under ~10 points are within noise.",
     "**Coherence alone is not a sufficient floor**: in fold 0's ITI generation search alpha 20 made every answer a "
     "loop (repetition 0.79, all degenerate) yet its coherence (-1.24) passed the floor (-1.24 = -0.74 - 0.5), "
     "because a loop is likely under the model once it has started; the degenerate -> not informative rule is what "
