@@ -166,9 +166,7 @@ def _eval_truthfulqa_gen(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod
         row: dict[str, Any] = {"truthful": r.truthful, "informative": r.informative, "answer": r.answer,
                                "judge": res.judge}
         if r.coherence is not None:
-            row.update({"loglik": r.coherence.loglik, "n_tokens": r.coherence.n_tokens,
-                        "repetition": r.coherence.repetition, "degenerate": r.coherence.degenerate,
-                        "empty": r.coherence.empty})
+            row.update(r.coherence.to_dict())
         rows.append(row)
     return rows
 
