@@ -740,7 +740,7 @@ def make_docs(out: Path, command: str) -> str:
                   f"multiplier chosen by p(matching) on the other 20 % (at most {PERSONA_VAL} items; grid layer "
                   f"{list(PERSONA_LAYERS)} x multiplier {list(PERSONA_MULTS)}, grown past edges); scored on the "
                   f"{r0['n_test']}-item `test` split unsteered, with the chosen multiplier (+) and its negation (-).", "",
-                  "| behaviour | none | CAA + | CAA - | chosen | validation: none-free best p |", "|---|---|---|---|---|---|"]
+                  "| behaviour | none | CAA + | CAA - | chosen | its validation p(matching) |", "|---|---|---|---|---|---|"]
         for r in per:
             t = r["test"]
             sel = r["selection"]
@@ -787,6 +787,10 @@ NOTES: list[str] = [
     "hallucination, sycophancy, refusal and coordinate-other-ais; corrigible-neutral-HHH does not move, and "
     "myopic-reward goes the wrong way on the test split (+ 49.2, - 54.7) although its validation choice was "
     "positive. 50 test items per set: differences under ~10 points are within noise.",
+    "**The first run's generation gains were the judge's.** Re-judged with the honest judge, the first run's own "
+    "answers score True*Info 11.8 for CAA (was 55.7) and 20.2 for ITI (was 41.3), at coherence -1.70 and -1.48; the "
+    "unsteered answers barely move (40.1 -> 39.8). The new answers, with strengths chosen on generation, keep "
+    "44.3 and 55.1 at coherence -0.93 and -1.13.",
     "**Coherence alone is not a sufficient floor**: in fold 0's ITI generation search alpha 20 made every answer a "
     "loop (repetition 0.79, all degenerate) yet its coherence (-1.24) passed the floor (-1.24 = -0.74 - 0.5), "
     "because a loop is likely under the model once it has started; the degenerate -> not informative rule is what "
