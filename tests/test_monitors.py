@@ -335,3 +335,62 @@ def test_ctrl_c_with_a_monitor_keeps_the_kept_tokens(tiny, monkeypatch) -> None:
     part = info.value.output
     assert part.tokens == [full.tokens[0][:2], full.tokens[1][:3]]  # row 0: 2 tokens, 1 dropped, 1 again
     assert part.finish_reasons == ["interrupted", "interrupted"]
+
+
+@torch.no_grad()
+def fresh_last(lm: sl.LoadedModel, ids: Sequence[int], n: int, v: sl.SteeringVector, strength: float,
+               start: int) -> list[int]:
+    """Greedy reference of ``kv_cache="unsteered"``: one row, no KV cache, the whole sequence recomputed at
+    every step and only its *last* position steered (when it is ``>= start``), by a hook written here."""
+    eos = set(_eos_ids(lm))
+    hooks = HookManager(lm.model, lm.adapter)
+    for key, vec in v.vectors.items():
+        def edit(x, site, state, vec=vec):
+            if x.shape[1] - 1 < start:
+                return None
+            y = x.clone()
+            y[:, -1] += (vec * strength).to(x.dtype)
+            return y
+        hooks.add(Site.parse(key), edit)
+    seq, out = list(ids), []
+    with hooks:
+        for _ in range(n):
+            t = int(lm.model(input_ids=torch.tensor([seq])).logits[0, -1].argmax())
+            if t in eos:
+                break
+            out.append(t)
+            seq.append(t)
+    return out
+
+
+def test_unsteered_cache_equals_a_last_position_recompute_loop(lm) -> None:
+    v = _vec(lm, seed=3)
+    out = sl.generate(lm, PROMPTS, steer=v, where="generated", max_new_tokens=N, kv_cache="unsteered")
+    cached = sl.generate(lm, PROMPTS, steer=v, where="generated", max_new_tokens=N)
+    for r, p in enumerate(PROMPTS):
+        ids = _prompt_ids(lm, p)
+        assert out.tokens[r] == fresh_last(lm, ids, N, v, 1.0, len(ids) - 1), r
+    # the two semantics are different computations: the steered cache changes what later tokens attend to
+    assert out.tokens != cached.tokens
+    # without the cache the loop recomputes everything and edits the last position: the same tokens
+    nocache = sl.generate(lm, PROMPTS, steer=v, where="generated", max_new_tokens=N, kv_cache="unsteered",
+                          use_cache=False)
+    assert nocache.tokens == out.tokens
+
+
+def test_unsteered_cache_with_set_steer_and_rewind(lm) -> None:
+    v = _vec(lm, seed=5)
+    plain = sl.generate(lm, PROMPTS, max_new_tokens=N)
+    # row 1: steered on after 4 tokens; row 2: back 2 tokens after 6 and steered from there; rows 0, 3 plain
+    mon = Script({(3, 1): SetSteer(v, 1.0), (5, 2): (Rewind(2), SetSteer(v, 0.5))}, steer_sites=v.sites)
+    out = sl.generate(lm, PROMPTS, max_new_tokens=N, monitors=[mon], kv_cache="unsteered")
+    ids1, ids2 = _prompt_ids(lm, PROMPTS[1]), _prompt_ids(lm, PROMPTS[2])
+    kept1, kept2 = plain.tokens[1][:4], plain.tokens[2][:4]
+    assert out.tokens[1] == kept1 + fresh_last(lm, ids1 + kept1, N - 4, v, 1.0, len(ids1) + 3)
+    assert out.tokens[2] == kept2 + fresh_last(lm, ids2 + kept2, N - 4, v, 0.5, len(ids2) + 3)
+    assert out.tokens[0] == plain.tokens[0] and out.tokens[3] == plain.tokens[3]
+
+
+def test_bad_kv_cache(tiny) -> None:
+    with pytest.raises(ValueError, match="kv_cache must be one of 'steered', 'unsteered', got 'none'"):
+        sl.generate(tiny, "abc", max_new_tokens=2, kv_cache="none")

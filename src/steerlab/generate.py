@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence, Union
+from typing import Any, Literal, Sequence, Union
 
 import torch
 
@@ -28,9 +28,12 @@ from .sites import Site
 from .vectors import SteeringVector
 
 __all__ = ["GenerationConfig", "GenerationOutput", "GenerationInterrupted", "generate", "normalize_steer",
-           "check_prompts"]
+           "check_prompts", "KVCache", "KV_CACHES"]
 
 PathArg = Union[str, os.PathLike[str]]
+#: what the keys/values of processed tokens hold under steering (see :func:`generate`)
+KVCache = Literal["steered", "unsteered"]
+KV_CACHES: tuple[str, ...] = ("steered", "unsteered")
 SteerArg = Union[None, SteeringVector, Steer, PathArg, Sequence[Union[None, SteeringVector, Steer, PathArg]]]
 
 
@@ -209,6 +212,7 @@ def generate(
     progress: bool | ProgressBar = False,
     monitors: Sequence[Monitor] = (),
     max_steps: int | None = None,
+    kv_cache: KVCache = "steered",
 ) -> GenerationOutput:
     """Generate from ``prompts`` while steering.
 
@@ -233,8 +237,20 @@ def generate(
     tokens (or ends), at most ``max_steps`` decode steps in all (default ``4 * max_new_tokens``;
     rows still running then end with finish reason ``"max_steps"``). Without monitors the loop is
     the plain one (no reads, no per-row work).
+
+    ``kv_cache`` says what the keys/values of already processed tokens hold. ``"steered"`` (default,
+    what ``model.generate`` with a steering hook does): each position is steered once, when it is
+    processed, and its steered keys/values are kept. ``"unsteered"``: only the *last* position of every
+    forward pass is steered and every earlier one is seen unsteered, as by a loop that recomputes the
+    whole sequence at each step and edits only its last position (FASB's and ITI's reference code);
+    without recomputing: while any row is steered, each step re-feeds the previous token unsteered
+    together with the new one (a two-token step), so the cache only ever keeps unsteered keys/values.
+    ``interventions=`` see ``state.last_only`` and must honour it themselves.
     """
     prompts = check_prompts(prompts)
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"kv_cache must be one of {', '.join(repr(k) for k in KV_CACHES)}, got {kv_cache!r}")
+    last_only = kv_cache == "unsteered"
     cfg = GenerationConfig(max_new_tokens, do_sample, temperature, top_p, top_k, seed,
                            (stop,) if isinstance(stop, str) else tuple(stop or ()), use_cache)
     if steer is None and (strength is not None or where is not None):
@@ -294,12 +310,26 @@ def generate(
 
         cache = DynamicCache(config=model.config)
     full_ids, full_mask = ids, mask
+    # host-side: does any row carry steering now? (kv_cache="unsteered" re-feeds the previous token after
+    # a steered step; other interventions are taken to steer every step)
+    always_steered = bool(interventions) or (steers is not None and any(s is not None for s in steers))
+    prev_steered = False
 
     interrupted = False
     with hooks, progress_for(progress, n_new, "generating", "tok", transient=True, reset=True) as bar:
         try:
             for step in range(limit):
-                if cache is not None and step > 0:
+                steering = always_steered or (rows is not None and rows.any_steered())
+                if cache is not None and step > 0 and last_only and prev_steered:
+                    # two-token step: drop the previous token's steered keys/values and feed it again, unsteered,
+                    # with the new token (the only position edited)
+                    cache.crop(-1)
+                    inp = full_ids[:, -2:]
+                    all_pos = positions_from_mask(full_mask)
+                    positions = all_pos[:, -2:]
+                    pos_ids = (full_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -2:]
+                    min_position = None
+                elif cache is not None and step > 0:
                     inp = full_ids[:, -1:]
                     cache_len = cache.get_seq_length()
                     pos_ids = full_mask.long().sum(-1, keepdim=True) - 1
@@ -313,7 +343,9 @@ def generate(
                     positions = positions_from_mask(full_mask)
                     pos_ids = position_ids(full_mask)
                     min_position = None
-                hooks.set_state(positions=positions, prompt_lens=prompt_lens, min_position=min_position)
+                hooks.set_state(positions=positions, prompt_lens=prompt_lens, min_position=min_position,
+                                last_only=last_only)
+                prev_steered = steering
                 out = model(
                     input_ids=inp,
                     attention_mask=full_mask,
@@ -410,10 +442,14 @@ class _Monitored:
         self.gen: list[list[int]] = [[] for _ in range(b)]
         self.running = [True] * b
         self.stopped = [False] * b
+        self.steered = [False] * b  # host-side: rows a SetSteer turned steering on for
         self._checked: set[int] = set()
 
     def any_running(self) -> bool:
         return any(self.running)
+
+    def any_steered(self) -> bool:
+        return any(s and run for s, run in zip(self.steered, self.running))
 
     def final_reasons(self, interrupted: bool) -> list[str | None]:
         """Finish reasons that :func:`_finish` cannot see from the tokens (None: let it decide)."""
@@ -469,6 +505,7 @@ class _Monitored:
                 self._checked.add(id(steer.vector))
             # from the row's next processed position on: the token it feeds at the next step
             self.steer_state.set_row(r, steer, self.prompt_lens[r] + len(self.gen[r]) - 1)
+            self.steered[r] = steer is not None
         else:
             raise TypeError(f"unknown monitor action {action!r}: use Continue(), Rewind(k), SetSteer(...) or Stop()")
 

@@ -36,12 +36,15 @@ class StepState:
     ``positions[b, t]`` is the index of token ``t`` of row ``b`` among that row's real tokens
     (left padding excluded; -1 on pads). ``prompt_lens[b]`` is the length of row ``b``'s prompt.
     ``scratch`` caches per-step values (e.g. position masks) so that every layer reuses them.
+    ``last_only``: only the last position of each row in this forward may be edited (steering whose
+    earlier positions must stay unsteered, e.g. :func:`steerlab.generate`'s ``kv_cache="unsteered"``).
     """
 
     positions: torch.Tensor | None = None
     prompt_lens: torch.Tensor | None = None
     scratch: dict[Any, Any] = field(default_factory=dict)
     min_position: int | None = None  # host-side lower bound of ``positions`` over real tokens, if known
+    last_only: bool = False
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -102,8 +105,9 @@ class HookManager:
         return sorted(self._fns)
 
     def set_state(self, positions: torch.Tensor | None = None, prompt_lens: torch.Tensor | None = None,
-                  min_position: int | None = None) -> StepState:
-        self.state = StepState(positions=positions, prompt_lens=prompt_lens, min_position=min_position)
+                  min_position: int | None = None, last_only: bool = False) -> StepState:
+        self.state = StepState(positions=positions, prompt_lens=prompt_lens, min_position=min_position,
+                               last_only=last_only)
         return self.state
 
     def _make_hook(self, site: Site, fns: list[EditFn], pre: bool) -> Callable[..., Any]:

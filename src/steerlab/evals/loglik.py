@@ -43,6 +43,7 @@ from ..hooks import HookManager
 from ..artifacts import check_vector
 from ..interventions.add import AddIntervention, Steer, SteerFrom, check_steer_from, steer_starts
 from ..interventions.base import Intervention
+from ..interventions.fasb import FASBSteering, MCTrigger
 from ..models import LoadedModel
 from ..progress import ProgressBar
 from ..runtime import (MIN_BASE_PREFIX, BasePrefix, Batch, EncodedPair, base_prefix, batches, cache_shareable,
@@ -64,6 +65,7 @@ __all__ = [
     "common_prefix_len",
     "last_token_hidden",
     "loglikelihood",
+    "adaptive_logprobs",
     "logsumexp",
 ]
 
@@ -79,6 +81,8 @@ class LoglikResult:
     n_tokens: int
     n_chars: int
     is_greedy: bool
+    #: with ``loglikelihood(adaptive=...)``: the decision that steered this continuation (None: unsteered)
+    trigger: MCTrigger | None = None
 
     @property
     def mean(self) -> float:
@@ -223,6 +227,7 @@ def loglikelihood(
     batch_size: int = 8,
     progress: bool = False,
     label: str = "loglik",
+    adaptive: FASBSteering | None = None,
 ) -> list[LoglikResult]:
     """Score ``(context, continuation)`` pairs; results come back in the input order.
 
@@ -238,11 +243,21 @@ def loglikelihood(
     :data:`MIN_BASE_PREFIX` tokens, never reaching a steered position), and each group runs only
     its own remainder on top of a copy of that cache. ``batch_size`` counts sequences per forward pass.
     ``progress=True`` shows a rich bar counting pairs (items/s).
+
+    ``adaptive`` (a :class:`~steerlab.interventions.fasb.FASBSteering`) scores each pair FASB's way
+    (:func:`adaptive_logprobs`): one unsteered pass, then, for pairs its probe flags, a second pass with the
+    shift from the flagged position on; ``steer`` / ``interventions`` must then be unset, ``steer_from`` gives
+    the first scanned answer position, and each result carries its ``trigger``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_steer_from(steer_from)
     st = _as_steer(steer, strength)
+    if adaptive is not None:
+        if st is not None or interventions:
+            raise ValueError("adaptive= scoring steers by itself: drop steer= / interventions=")
+        check_vector(adaptive.shift, lm)
+        share_context = False
     if st is not None:
 
         check_vector(st.vector, lm)
@@ -254,13 +269,15 @@ def loglikelihood(
     share = (not interventions and cache_shareable(lm.model)) if share_context is None else share_context
     out: list[LoglikResult | None] = [None] * len(enc)
 
-    def store(idx: Sequence[int], rows: Sequence[torch.Tensor], greedy: Sequence[bool]) -> None:
-        for i, lp, g in zip(idx, rows, greedy):
+    def store(idx: Sequence[int], rows: Sequence[torch.Tensor], greedy: Sequence[bool],
+              triggers: Sequence[MCTrigger | None] | None = None) -> None:
+        for k, (i, lp, g) in enumerate(zip(idx, rows, greedy)):
             total = float(lp.double().sum())
             if math.isnan(total):  # never score with NaN: every comparison would pick the first option
                 raise ValueError("the model's log-probabilities are NaN" + (" under this steering: lower the strength"
-                                 if st is not None or interventions else ": the model's weights or dtype overflow"))
-            out[i] = LoglikResult(total, int(lp.numel()), enc[i].n_chars, g)
+                                 if st is not None or interventions or adaptive else
+                                 ": the model's weights or dtype overflow"))
+            out[i] = LoglikResult(total, int(lp.numel()), enc[i].n_chars, g, None if triggers is None else triggers[k])
 
     with ProgressBar(len(enc), progress, label) as bar:
         if share:
@@ -288,6 +305,13 @@ def loglikelihood(
                 bar.advance(len(idx))
         else:
             plain = list(range(len(enc)))
+        if adaptive is not None:
+            order = sorted(plain, key=lambda i: -len(enc[i].ids))
+            for idx in batches(order, batch_size):
+                rows, greedy, trig = adaptive_logprobs(lm, [enc[i] for i in idx], adaptive, steer_from, pad_id)
+                store(idx, rows, greedy, trig)
+                bar.advance(len(idx))
+            return [r for r in out if r is not None]
         # longest first: similar lengths share a batch (less padding), and an out-of-memory shows up at once
         order = sorted(plain, key=lambda i: -len(enc[i].ids))
         for idx in batches(order, batch_size):
@@ -296,6 +320,49 @@ def loglikelihood(
             store(idx, rows, greedy)
             bar.advance(len(idx))
     return [r for r in out if r is not None]
+
+
+def adaptive_logprobs(lm: LoadedModel, pairs: Sequence[EncodedPair], adaptive: FASBSteering,
+                      steer_from: SteerFrom = "second_answer", pad_id: int = 0
+                      ) -> tuple[list[torch.Tensor], list[bool], list[MCTrigger | None]]:
+    """FASB's multiple-choice scoring of one batch (``tqa_run_probs`` in the reference).
+
+    One unsteered pass reads the signal's sites at every position; per row ``p_true`` at the context's last
+    token and at every position from the ``steer_from`` start on goes to
+    :meth:`~steerlab.interventions.fasb.FASBSteering.mc_trigger`. Rows it flags run again with
+    ``shift * strength`` on every position from the decided start; the others keep the first pass's scores.
+    """
+    batch = collate(pairs, pad_id, lm.device)
+    reads: dict[str, torch.Tensor] = {}
+    hooks = HookManager(lm.model, lm.adapter)
+    for site in adaptive.sites:
+        def read(x: torch.Tensor, site_: Any, state: Any) -> None:
+            reads[site_.key] = x.detach()
+            return None
+        hooks.add(site, read)
+    rows, greedy = token_logprobs(lm, batch, hooks)
+    p_all = adaptive.signal.p_true(reads).float().cpu()  # (batch, width)
+    width = batch.input_ids.shape[1]
+    starts = steer_starts(steer_from, batch.context_lens)
+    triggers: list[MCTrigger | None] = []
+    for r, pair in enumerate(pairs):
+        n = len(pair.ids)
+        pad = width - n
+        start = min(starts[r], n - 1)
+        p_q = float(p_all[r, pad + pair.context_len - 1])
+        p_ans = p_all[r, pad + start:].tolist()
+        triggers.append(adaptive.mc_trigger(p_q, p_ans, start))
+    flagged = [r for r, t in enumerate(triggers) if t is not None and t.edit_start < len(pairs[r].ids)]
+    if flagged:
+        sub = collate([pairs[r] for r in flagged], pad_id, lm.device)
+        hooks2 = HookManager(lm.model, lm.adapter)
+        steers = [Steer(adaptive.shift, triggers[r].strength, triggers[r].edit_start)  # type: ignore[union-attr]
+                  for r in flagged]
+        AddIntervention(steers).install(hooks2, sub.context_lens)
+        rows2, greedy2 = token_logprobs(lm, sub, hooks2)
+        for r, lp, g in zip(flagged, rows2, greedy2):
+            rows[r], greedy[r] = lp, g
+    return rows, greedy, triggers
 
 
 def logsumexp(xs: Sequence[float]) -> float:

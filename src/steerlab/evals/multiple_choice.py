@@ -42,6 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..data.records import COPAItem, MMLUItem, NLIItem, SST2Item, StoryClozeItem, WinograndeItem
+from ..interventions.fasb import FASBSteering
 from ..interventions.add import Steer
 from ..interventions.base import Intervention
 from ..models import LoadedModel
@@ -208,19 +209,21 @@ def evaluate_prompts(
     strength: float | None = None,
     interventions: Sequence[Intervention] = (),
     steer_from: SteerFrom = "last_prompt",
+    adaptive: FASBSteering | None = None,
     batch_size: int = 8,
     progress: bool = False,
 ) -> MCResult:
     """Accuracy of ``lm`` on formatted prompts, optionally steering the option tokens."""
     pairs = [pair for p in prompts for pair in p.options]
     flat = loglikelihood(lm, pairs, steer, strength=strength, interventions=interventions, steer_from=steer_from,
+                            adaptive=adaptive,
                          batch_size=batch_size, progress=progress, label=task or "multiple choice")
     grouped, k = [], 0
     for p in prompts:
         grouped.append(flat[k:k + len(p.options)])
         k += len(p.options)
     res = score_items(prompts, grouped, task)
-    res.config.update({"steered": steer is not None or bool(interventions), "steer_from": steer_from})
+    res.config.update({"steered": steer is not None or bool(interventions) or adaptive is not None, "steer_from": steer_from})
     return res
 
 

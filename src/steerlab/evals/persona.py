@@ -34,6 +34,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from ..data.records import ABItem, PersonaStatement
+from ..interventions.fasb import FASBSteering
 from ..interventions.add import Steer
 from ..interventions.base import Intervention
 from ..models import LoadedModel
@@ -98,6 +99,7 @@ def evaluate_behavior(
     strength: float | None = None,
     interventions: Sequence[Intervention] = (),
     steer_from: SteerFrom = "last_prompt",
+    adaptive: FASBSteering | None = None,
     batch_size: int = 8,
     progress: bool = False,
 ) -> BehaviorResult:
@@ -110,6 +112,7 @@ def evaluate_behavior(
         ctx, m, n = behavior_prompt(lm, it, s, system)
         pairs += [(ctx, m), (ctx, n)]
     res = loglikelihood(lm, pairs, steer, strength=strength, interventions=interventions, steer_from=steer_from,
+                            adaptive=adaptive,
                         add_special_tokens=(s == "plain"), batch_size=batch_size, progress=progress,
                         label=name or "behaviour")
     probs = [_sigmoid(res[2 * i].sum - res[2 * i + 1].sum) for i in range(len(items))]
@@ -117,7 +120,7 @@ def evaluate_behavior(
     return BehaviorResult(
         name, len(probs), float(arr.mean()) if len(arr) else float("nan"),
         float((arr > 0.5).mean()) if len(arr) else float("nan"), probs,
-        {"style": s, "system": system, "steered": steer is not None or bool(interventions), "steer_from": steer_from},
+        {"style": s, "system": system, "steered": steer is not None or bool(interventions) or adaptive is not None, "steer_from": steer_from},
     )
 
 

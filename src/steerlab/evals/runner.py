@@ -160,13 +160,18 @@ def _eval_truthfulqa_gen(lm: LoadedModel, items: Sequence[Any], fm: FittedMethod
 
     steer = fm.generate_steer()
     res = evaluate_truthfulqa_gen(lm, items, steer, judge, interventions=fm.interventions, batch_size=batch_size,
-                                  progress=False)
+                                  progress=False, adaptive=fm.adaptive)
     rows = []
     for r in res.records:
         row: dict[str, Any] = {"truthful": r.truthful, "informative": r.informative, "answer": r.answer,
                                "judge": res.judge}
         if r.coherence is not None:
             row.update(r.coherence.to_dict())
+        if r.steering is not None:  # FASB: whether and how the answer was steered
+            row["steered"] = bool(r.steering)
+            row["backtracked"] = any(e["kind"] == "backtrack" for e in r.steering)
+            row["p_true"] = r.steering[0]["p_true"] if r.steering else None
+            row["fasb_strength"] = r.steering[0]["strength"] if r.steering else None
         rows.append(row)
     return rows
 
@@ -514,7 +519,9 @@ def _search_fold(lm: LoadedModel, method: Method, spec: TaskSpec, items: Sequenc
     val = list(va)[: search_.val_limit]
     train_items, val_items = [items[i] for i in tr], [items[i] for i in va]
     strength = getattr(method, "strength_option", None)
+    inference = tuple(getattr(method, "inference_options", ()))
     fits: dict[str, FittedMethod] = {}
+    models: dict[str, Any] = {}
 
     def fitted_for(point: dict[str, Any]) -> FittedMethod:
         variant = _variant(method, point)
@@ -522,6 +529,11 @@ def _search_fold(lm: LoadedModel, method: Method, spec: TaskSpec, items: Sequenc
         if validate is not None:
             validate(lm)
         cfg = variant.config_dict()
+        if inference:  # one fit per value of the other options; the inference options applied to it
+            key = config_key({k: v for k, v in cfg.items() if k not in inference})
+            if key not in models:
+                models[key] = variant.fit_model(lm, train_items, val_items)  # type: ignore[attr-defined]
+            return variant.fitted(models[key], lm)  # type: ignore[attr-defined]
         scale = None
         if strength is not None and isinstance(cfg.get(strength), (int, float)) and cfg[strength] != 0:
             scale = float(cfg[strength])  # fit once at strength 1, scale the steer

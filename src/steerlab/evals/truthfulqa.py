@@ -37,6 +37,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 
 from ..data.records import TruthfulQAItem, TruthfulQAMCItem
+from ..interventions.fasb import FASBSteering
 from ..interventions.add import Steer
 from ..interventions.base import Intervention
 from ..models import LoadedModel
@@ -200,6 +201,7 @@ def evaluate_truthfulqa_mc(
     strength: float | None = None,
     interventions: Sequence[Intervention] = (),
     steer_from: SteerFrom = "last_prompt",
+    adaptive: FASBSteering | None = None,
     instruction: bool = False,
     primer: str = QA_PRIMER,
     batch_size: int = 8,
@@ -219,6 +221,7 @@ def evaluate_truthfulqa_mc(
         spans.append((len(pairs), answers))
         pairs.extend((ctx, " " + a) for a in answers)
     results = loglikelihood(lm, pairs, steer, strength=strength, interventions=interventions, steer_from=steer_from,
+                            adaptive=adaptive,
                             batch_size=batch_size, progress=progress, label="TruthfulQA MC")
     rows = []
     for q, (start, answers) in zip(questions, spans):
@@ -228,7 +231,7 @@ def evaluate_truthfulqa_mc(
         rows.append(QuestionScores(q.question, s, mc1, mc2, mc3))
     kinds = {type(it) for it in items}
     sets = "csv" if kinds == {TruthfulQAItem} else "mc_json" if kinds == {TruthfulQAMCItem} else "custom"
-    config = {"instruction": instruction, "steered": steer is not None or bool(interventions),
+    config = {"instruction": instruction, "steered": steer is not None or bool(interventions) or adaptive is not None,
               "steer_from": steer_from, "answer_sets": sets}
     return TruthfulQAMCResult.from_questions(rows, config)
 

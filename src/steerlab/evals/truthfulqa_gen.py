@@ -31,6 +31,7 @@ from ..data.records import TruthfulQAItem, TruthfulQAMCItem
 from ..generate import generate
 from ..interventions.add import Steer, Where
 from ..interventions.base import Intervention
+from ..interventions.fasb import FASBSteering
 from ..models import LoadedModel
 from ..vectors import SteeringVector
 from .coherence import Coherence, CoherenceScorer, summarize
@@ -67,6 +68,8 @@ class GenRecord:
     informative: bool | None
     scores: dict[str, float] = field(default_factory=dict)
     coherence: Coherence | None = None
+    #: with ``adaptive=``: the decisions that steered this answer (FASB events as dicts; empty: never steered)
+    steering: tuple[dict[str, Any], ...] | None = None
 
 
 def _mean(values: Sequence[bool | None]) -> tuple[float, int]:
@@ -110,7 +113,8 @@ class GenResult:
         if per_question:
             d["per_question"] = [{"question": r.question, "answer": r.answer, "raw": r.raw, "truthful": r.truthful,
                                   "informative": r.informative, "scores": r.scores,
-                                  "coherence": None if r.coherence is None else r.coherence.to_dict()}
+                                  "coherence": None if r.coherence is None else r.coherence.to_dict(),
+                                  **({} if r.steering is None else {"steering": list(r.steering)})}
                                  for r in self.records]
         return d
 
@@ -149,6 +153,7 @@ def evaluate_truthfulqa_gen(
     max_new_tokens: int = 50,
     progress: bool = True,
     coherence: bool = True,
+    adaptive: FASBSteering | None = None,
 ) -> GenResult:
     """Generate greedy answers for ``items`` (optionally steered) and judge them.
 
@@ -158,7 +163,10 @@ def evaluate_truthfulqa_gen(
     truth, rules for info); a plain judge is wrapped in a
     :class:`~steerlab.evals.gen_judge.GenerationJudge` with a coherence scorer on ``lm`` (unless
     ``coherence=False``); a ``GenerationJudge`` is used as given. ``steer``/``strength``/``where`` and
-    ``interventions`` go to :func:`steerlab.generate.generate`.
+    ``interventions`` go to :func:`steerlab.generate.generate`. ``adaptive`` (a
+    :class:`~steerlab.interventions.fasb.FASBSteering`) generates FASB's way instead (its monitor, its cache
+    semantics, no stop string: the text is cut at the next "Q:" afterwards, as the reference does); each
+    record keeps its decisions (``steering``).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -166,22 +174,33 @@ def evaluate_truthfulqa_gen(
     gj = gen_judge(lm, judge, coherence, batch_size)
     questions = [_question(it) for it in items]
     prompts = [generation_prompt(q, instruction, primer, answer_cue) for q in questions]
+    if adaptive is not None and (steer is not None or interventions):
+        raise ValueError("adaptive= generation steers by itself: drop steer= / interventions=")
     raws: list[str] = []
+    steering: list[tuple[dict[str, Any], ...] | None] = []
     with ProgressBar(len(prompts), progress, "TruthfulQA gen") as bar:
         for s in range(0, len(prompts), batch_size):
             chunk = prompts[s:s + batch_size]
+            kw: dict[str, Any] = {"stop": ["Q:"]}
+            if adaptive is not None:
+                kw.update(adaptive.generate_kwargs(len(chunk), max_new_tokens))
             out = generate(lm, chunk, steer, strength=strength, where=where, max_new_tokens=max_new_tokens,
-                           stop=["Q:"], interventions=interventions)
+                           interventions=interventions, **kw)
             raws.extend(out.texts)
+            if adaptive is not None:
+                steering.extend(tuple(e.to_dict() for e in ev) for ev in kw["monitors"][0].events)
+            else:
+                steering.extend([None] * len(chunk))
             bar.advance(len(chunk))
     answers = [clean_answer(r) for r in raws]
     refs = [None if isinstance(it, str) else it for it in items]
     contexts = [generation_prompt(q, instruction, primer, answer_cue=True) for q in questions]
     verdicts: list[JudgedAnswer] = gj.judge_many(questions, contexts, answers, refs)
-    records = [GenRecord(q, a, r, v.truthful, v.informative, dict(v.scores), v.coherence)
-               for q, a, r, v in zip(questions, answers, raws, verdicts)]
+    records = [GenRecord(q, a, r, v.truthful, v.informative, dict(v.scores), v.coherence, st)
+               for q, a, r, v, st in zip(questions, answers, raws, verdicts, steering)]
     config = {"instruction": instruction, "answer_cue": answer_cue, "max_new_tokens": max_new_tokens,
-              "decoding": "greedy", "steered": steer is not None or bool(interventions), "model": lm.name}
+              "decoding": "greedy", "steered": steer is not None or bool(interventions) or adaptive is not None,
+              "model": lm.name}
     return GenResult.from_records(records, gj.name, config)
 
 

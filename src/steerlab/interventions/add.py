@@ -105,13 +105,20 @@ class AddState:
     per_row: bool = False
 
     def mask(self, state: StepState) -> torch.Tensor | None:
-        """(batch, seq, 1) mask for this step, or None when every position is steered."""
+        """(batch, seq, 1) mask for this step, or None when every position is steered (with
+        ``state.last_only``, positions before each row's last one are never steered)."""
         key = ("add", id(self))
         if key in state.scratch:
             return state.scratch[key]
         pos = state.positions
-        if pos is None or (self.all_from is not None and state.min_position is not None
-                           and state.min_position >= self.all_from):
+        if state.last_only:  # only each row's last position, if its window covers it
+            if pos is None:
+                raise RuntimeError("last_only steering needs the step's token positions")
+            m = (pos >= self.start[:, None]) & (pos < self.end[:, None])
+            m[:, :-1] = False
+            mask = m[..., None]
+        elif pos is None or (self.all_from is not None and state.min_position is not None
+                             and state.min_position >= self.all_from):
             mask = None
         else:
             m = (pos >= self.start[:, None]) & (pos < self.end[:, None])

@@ -11,17 +11,19 @@ from typing import Any, Callable
 
 from .base import FittedMethod, Method, config_from_kwargs, config_to_dict
 from .caa import CAA, CAAConfig
+from .fasb import FASB, FASBMethodConfig
 from .iti import ITI, ITIMethodConfig
 from .none import NoneConfig, NoSteering
 
 __all__ = ["FittedMethod", "Method", "METHODS", "register_method", "method_names", "make_method",
-           "CAA", "CAAConfig", "ITI", "ITIMethodConfig", "NoSteering", "NoneConfig", "config_to_dict"]
+           "CAA", "CAAConfig", "FASB", "FASBMethodConfig", "ITI", "ITIMethodConfig", "NoSteering", "NoneConfig", "config_to_dict"]
 
 #: name -> (method class, config dataclass)
 METHODS: dict[str, tuple[Callable[[Any], Method], type]] = {
     "none": (NoSteering, NoneConfig),
     "caa": (CAA, CAAConfig),
     "iti": (ITI, ITIMethodConfig),
+    "fasb": (FASB, FASBMethodConfig),
 }
 
 

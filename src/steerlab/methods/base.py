@@ -16,6 +16,7 @@ from typing import Any, Protocol, Sequence, Union, get_args, get_origin, get_typ
 
 from ..interventions.add import Steer, SteerFrom
 from ..interventions.base import Intervention
+from ..interventions.fasb import FASBSteering
 from ..models import LoadedModel
 from ..vectors import SteeringVector
 
@@ -36,15 +37,20 @@ class FittedMethod:
     interventions: tuple[Intervention, ...] = ()
     steer_from: SteerFrom = "last_prompt"
     info: dict[str, Any] = field(default_factory=dict)
+    #: steering that decides per row (FASB): the evaluators' and ``evaluate_truthfulqa_gen``'s ``adaptive=``
+    adaptive: FASBSteering | None = None
 
     @property
     def steered(self) -> bool:
-        return self.steer is not None or bool(self.interventions)
+        return self.steer is not None or bool(self.interventions) or self.adaptive is not None
 
     def eval_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``evaluate_truthfulqa_mc`` / ``evaluate_prompts`` / ``evaluate_behavior``."""
-        return {"steer": self.steer, "strength": self.strength, "interventions": tuple(self.interventions),
-                "steer_from": self.steer_from}
+        kw: dict[str, Any] = {"steer": self.steer, "strength": self.strength,
+                              "interventions": tuple(self.interventions), "steer_from": self.steer_from}
+        if self.adaptive is not None:
+            kw["adaptive"] = self.adaptive
+        return kw
 
     def generate_steer(self, where: str | int = "generated") -> Steer | None:
         """A :class:`Steer` for :func:`steerlab.generate` (``None`` for the baseline)."""
