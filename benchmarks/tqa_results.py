@@ -168,6 +168,13 @@ class Ctx:
             vec = self.iti_fit(fold).with_k(int(cfg["k"]), 1.0, self.lm).vector
             return FittedMethod(steer=vec, strength=float(cfg["alpha"]),
                                 steer_from=cfg.get("steer_from", ITI_STEER_FROM))
+        if method == "fasb":  # ITI's fit of this fold (probes, ranking, directions, sigma), FASB's inference options
+            from steerlab.interventions.fasb import FASBConfig, FASBFit
+            from steerlab.methods.fasb import FASB, FASBMethodConfig
+
+            iti = self.iti_fit(fold)
+            fit = FASBFit(iti, FASBConfig(k=iti.config.k))
+            return FASB(FASBMethodConfig(**{"steer_from": ITI_STEER_FROM, **cfg})).fitted(fit, self.lm)
         raise ValueError(method)
 
     # ------------------------------------------------------------------ TruthfulQA MC
@@ -189,6 +196,7 @@ class Ctx:
         rec = {"fold": fold, "split": split, "method": method, "config": cfg, "n": res.n, "mc1": res.mc1,
                "mc2": res.mc2, "mc3": res.mc3, "seconds": round(dt, 1), "s_per_question": round(dt / res.n, 3),
                "instruction": INSTRUCTION, "steer_from": fm.steer_from if fm.steered else None,
+               **({"steered_answers": res.config["steered_answers"]} if "steered_answers" in res.config else {}),
                "per_question": [{"index": i, "mc1": r.mc1, "mc2": r.mc2, "mc3": r.mc3}
                                 for i, r in zip(idx, res.per_question)]}
         write_json(path, rec)
@@ -287,10 +295,11 @@ class Ctx:
                 qs = todo[s:s + chunk]
                 t = time.time()
                 res = evaluate_truthfulqa_gen(self.lm, [self.csv[q] for q in qs], fm.generate_steer(), self.judge,
-                                              batch_size=self.bs, progress=False)
+                                              batch_size=self.bs, progress=False, adaptive=fm.adaptive)
                 rec["judge"] = res.judge
                 rec["records"].extend({"question": q, "answer": r.answer, "truthful": r.truthful,
-                                       "informative": r.informative, **r.coherence.to_dict()}
+                                       "informative": r.informative, **r.coherence.to_dict(),
+                                       **({} if r.steering is None else {"steering": list(r.steering)})}
                                       for q, r in zip(qs, res.records))
                 rec["seconds"] = round(rec.get("seconds", 0.0) + time.time() - t, 1)
                 write_json(path, rec)

@@ -18,7 +18,9 @@ def test_catalog_lists_every_group() -> None:
 
 def test_methods_with_their_defaults() -> None:
     methods = {m.name: m for m in catalog().methods}
-    assert sorted(methods) == ["caa", "iti", "none"]
+    assert sorted(methods) == ["caa", "fasb", "iti", "none"]
+    assert (methods["fasb"].options["k"], methods["fasb"].options["alpha"], methods["fasb"].options["threshold"],
+            methods["fasb"].options["s"]) == (24, 60.0, 0.6, 10)  # the reference script's settings
     assert methods["caa"].options == {"layer": None, "multiplier": CAAConfig().multiplier, "steer_from": "last_prompt",
                                       "max_pairs": None, "batch_size": 8}
     assert methods["iti"].options["k"] == ITIMethodConfig().k == 48

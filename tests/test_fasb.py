@@ -211,6 +211,16 @@ def test_mc_scoring_equals_the_reference_loop(embedded, fit) -> None:
         ctx = qa_prompt(it.question, True)
         pairs += [(ctx, " " + a) for a in it.mc2_choices[:4]]
     res = loglikelihood(embedded, pairs, adaptive=steering, steer_from="second_answer", batch_size=4)
+    # the full-sequence path (no shared prefix cache) gives the same decisions and scores
+    full = loglikelihood(embedded, pairs, adaptive=steering, steer_from="second_answer", batch_size=4,
+                         share_context=False)
+    def decisions(rs):
+        return [None if r.trigger is None else (r.trigger.position, r.trigger.edit_start) for r in rs]
+
+    assert decisions(res) == decisions(full)
+    assert [r.trigger.p_true for r in res if r.trigger] == pytest.approx([r.trigger.p_true for r in full if r.trigger],
+                                                                         abs=1e-5)
+    assert [r.sum for r in res] == pytest.approx([r.sum for r in full], abs=2e-3)
     n_trig = 0
     for (ctx, ans), r in zip(pairs, res):
         total, trig = ref.mc_score(ctx, ans)
@@ -371,3 +381,14 @@ def test_artifact_round_trip_and_other_model(tiny_lm, tmp_path) -> None:
         load_fasb(path, tiny_model("qwen2"))
     with pytest.raises(ValueError, match=r"k=99 is larger than the number of heads \(4 x 4 = 16\)"):
         fit_fasb(tiny_lm, _tiny_records(), FASBConfig(k=99))
+
+
+def test_stop_strings_keep_the_cut_text_of_a_full_run(embedded, fit) -> None:
+    """Ending rows at "Q:" (once no backtrack can reach it) gives the texts of the full-budget run, cut there."""
+    prompts = _prompts(100, 108)
+    steering = fit.steering(embedded, s=4)
+    full = fasb_generate(embedded, prompts, steering, max_new_tokens=30)
+    fast = fasb_generate(embedded, prompts, steering, max_new_tokens=30, stop="Q:")
+    assert fast.texts == [t.split("Q:")[0] for t in full.texts]
+    assert sum(len(t) for t in fast.tokens) < sum(len(t) for t in full.tokens)
+    assert any(fast.backtracked)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 
@@ -156,11 +156,14 @@ def info(
 
 
 #: `steerlab fit [METHOD] PAIRS_FILE`: the vector fitters of steerlab.fit, plus ITI (per-head probes)
-_FIT_METHODS = ("mean_diff", "caa", "pca", "probe", "iti")
+_FIT_METHODS = ("mean_diff", "caa", "pca", "probe", "iti", "fasb")
 
 
-def _fit_spec(spec: list[str], method_opt: str | None) -> tuple[str, Path]:
-    """``[METHOD] PAIRS_FILE`` (or ``PAIRS_FILE`` with ``--method``) -> (method, file)."""
+def _fit_spec(spec: list[str], method_opt: str | None) -> tuple[str, Path | None]:
+    """``[METHOD] PAIRS_FILE`` (or ``PAIRS_FILE`` with ``--method``) -> (method, file); ``fasb`` alone (with
+    ``--dataset``) -> (``"fasb"``, None)."""
+    if spec == ["fasb"] and method_opt in (None, "fasb"):
+        return "fasb", None
     if len(spec) == 1:
         return (method_opt or "mean_diff"), Path(spec[0])
     if len(spec) == 2:
@@ -177,8 +180,9 @@ def _fit_spec(spec: list[str], method_opt: str | None) -> tuple[str, Path]:
 @_errors
 def fit(
     spec: list[str] = typer.Argument(..., metavar="[METHOD] PAIRS_FILE",
-                                     help="Optional method (mean_diff | caa | pca | probe | iti), then the contrastive "
-                                          "pairs: JSONL/JSON/CSV with positive, negative[, prompt]."),
+                                     help="Optional method (mean_diff | caa | pca | probe | iti | fasb), then the "
+                                          "contrastive pairs: JSONL/JSON/CSV with positive, negative[, prompt] "
+                                          "(fasb: or --dataset instead of the file)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output vector file (.safetensors; a .json sidecar is written)."),
     model: str = ModelOpt,
     layers: Optional[str] = typer.Option(None, "--layers", "-l",
@@ -187,9 +191,18 @@ def fit(
                                                     "| iti (per-head probes, top-k heads)."),
     site: str = typer.Option("residual", help="Site kind: residual | heads | attn_out | mlp_out. Not for iti."),
     positions: str = typer.Option("last", help="last | all | answer (answer span, needs a prompt column). Not for iti."),
-    k: int = typer.Option(48, "--k", min=1, help="iti: number of heads steered (ranked by probe accuracy)."),
-    alpha: float = typer.Option(15.0, "--alpha", help="iti: shift in units of each head's activation std."),
-    direction: str = typer.Option("mass_mean", help="iti: mass_mean | probe."),
+    k: Optional[int] = typer.Option(None, "--k", help="iti / fasb: number of heads (ranked by probe accuracy; "
+                                                       "default 48 / 24)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="iti / fasb: shift in units of each head's activation "
+                                                                "std (default 15 / 60)."),
+    direction: str = typer.Option("mass_mean", help="iti / fasb: mass_mean | probe."),
+    threshold: Optional[float] = typer.Option(None, help="fasb: back up when p_true < this, in (0, 1) (default 0.6)."),
+    s: Optional[int] = typer.Option(None, "--s", help="fasb: tokens dropped on a backtrack, >= 1 (default 10)."),
+    semantics: str = typer.Option("reference", help="fasb: reference (unsteered keys/values of earlier tokens, as the "
+                                                    "reference code) | cached (steered ones kept, as ITI)."),
+    dataset: Optional[str] = typer.Option(None, help="fasb: fit on truthfulqa_mc | truthfulqa instead of a pairs file "
+                                                     "(ITI's recipe; needs the benchmark data)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="fasb --dataset: use this many questions (fixed seed)."),
     chat: bool = typer.Option(False, "--chat/--no-chat", help="Wrap texts in the chat template."),
     batch_size: int = typer.Option(8, min=1),
     streaming: bool = typer.Option(False, help="Keep running statistics only (flat memory). Not for iti."),
@@ -204,7 +217,34 @@ def fit(
     how = "mean_diff" if how == "caa" else how
     # everything that needs no model is checked before it loads, and the output before the fit
     check_vector_output(out)
+    fasb_only = [name for name, on in (("--threshold", threshold is not None), ("--s", s is not None),
+                                       ("--semantics", semantics != "reference"), ("--dataset", dataset is not None),
+                                       ("--limit", limit is not None)) if on]
+    if fasb_only and how != "fasb":
+        raise ValueError(f"{', '.join(fasb_only)} are options of fasb: use `steerlab fit fasb ...`")
+    if how == "fasb":
+        from .fasb_commands import fasb_config, fit_fasb_command
+
+        given = [name for name, on in (("--layers", layers is not None), ("--site", site != "residual"),
+                                       ("--positions", positions != "last"), ("--streaming", streaming)) if on]
+        if given:
+            raise ValueError(f"{', '.join(given)} do(es) not apply to fasb: it ranks the heads of every layer; "
+                             "choose how many with --k")
+        config = fasb_config(k, alpha, threshold, s, direction, semantics, batch_size, chat)
+        if pairs_file is not None and dataset is not None:
+            raise ValueError("give the contrastive pairs file or --dataset, not both")
+        if pairs_file is None and dataset is None:
+            raise ValueError("fit fasb needs a contrastive pairs file or --dataset truthfulqa_mc")
+        if pairs_file is not None:
+            read_pairs(pairs_file)  # a bad file fails before the model loads
+        lm = _load(model)
+        _, summary = fit_fasb_command(lm, config, out, pairs_file, dataset, limit)
+        _console().print(summary, markup=False, soft_wrap=True)
+        return
+    assert pairs_file is not None
     if how == "iti":
+        k = 48 if k is None else k
+        alpha = 15.0 if alpha is None else alpha
         from .interventions.iti import ITIConfig, fit_iti, records_from_pairs, save_iti
 
         given = [name for name, on in (("--layers", layers is not None), ("--site", site != "residual"),
@@ -223,7 +263,7 @@ def fit(
         _console().print(f"fitted iti on {len(pairs)} pairs: {len(result.heads)} heads (layer.head: {heads}{more}), "
                          f"alpha {alpha:g} -> {path}")
         return
-    if (k, alpha, direction) != (48, 15.0, "mass_mean"):
+    if (k, alpha, direction) != (None, None, "mass_mean"):
         raise ValueError("--k, --alpha and --direction are options of iti: use `steerlab fit iti PAIRS_FILE`")
     check_fit_options(how, site, positions)
     pairs = read_pairs(pairs_file)
@@ -267,12 +307,28 @@ def generate(
     compare: bool = typer.Option(False, "--compare", help="Show unsteered and steered side by side."),
     batch_size: int = typer.Option(8, min=1),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+    method: str = typer.Option("vector", help="vector (add --vector) | fasb (probe-gated steering with backtracking, "
+                                              "from --artifact)."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a", help="fasb: the fit from `steerlab fit fasb`."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="fasb: override a setting KEY=VALUE "
+                                                                          "(repeatable), e.g. threshold=0.5 alpha=30."),
 ) -> None:
-    """Generate text, optionally steered by a vector; --compare shows both. Ctrl-C prints what was generated."""
+    """Generate text, optionally steered by a vector (--compare shows both), or with FASB (--method fasb --artifact
+    FILE: where it backed up is marked). Ctrl-C prints what was generated."""
     from .artifacts import check_vector, load_vector
     from .checks import check_strength
 
     items = _read_prompt_args(prompts, prompts_file)
+    if method not in ("vector", "fasb"):
+        raise ValueError(f"unknown generate method '{method}': use vector or fasb")
+    if method == "fasb":
+        _generate_fasb(items, model, artifact, param, max_new_tokens, temperature, stop, chat, batch_size, as_json,
+                       [name for name, on in (("--vector", vector is not None), ("--strength", strength is not None),
+                                              ("--where", where is not None), ("--compare", compare),
+                                              ("--top-p", top_p != 1.0), ("--seed", seed is not None)) if on])
+        return
+    if artifact is not None or param:
+        raise ValueError("--artifact / --param belong to --method fasb")
     if vector is None:
         given = [name for name, value in (("--compare", compare or None), ("--strength", strength), ("--where", where))
                  if value is not None]
@@ -301,6 +357,40 @@ def generate(
     if interrupted:
         _fail(f"interrupted: the output above is what was generated before Ctrl-C ({done} of {len(items)} prompt(s))",
               130)
+
+
+def _generate_fasb(items: list[str], model: str, artifact: Path | None, param: list[str] | None, max_new_tokens: int,
+                   temperature: float, stop: list[str] | None, chat: bool, batch_size: int, as_json: bool,
+                   unused: list[str]) -> None:
+    """``generate --method fasb``: greedy FASB with a saved fit; the backtracks marked."""
+    from .fasb_commands import generate_fasb_command, parse_overrides, render_row
+    from .interventions.fasb import FASB_KIND
+    from .artifacts import load_intervention
+
+    if unused:
+        raise ValueError(f"{', '.join(unused)} do(es) not apply to --method fasb (greedy, steered by its fit)")
+    if temperature > 0:
+        raise ValueError("--method fasb decodes greedily, as the reference: drop --temperature")
+    if artifact is None:
+        raise ValueError("--method fasb needs --artifact FILE (from `steerlab fit fasb`)")
+    overrides = parse_overrides(param)
+    load_intervention(artifact, kind=FASB_KIND)  # a bad file fails before the model loads
+    lm = _load(model)
+    chat = chat and lm.has_chat_template
+    with _warnings_to_stderr():
+        rows, config = generate_fasb_command(lm, artifact, items, overrides, max_new_tokens, stop, chat, batch_size)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row.to_dict()))
+        return
+    table = Table(title=f"{lm.name} | fasb {artifact.name} | alpha {config.alpha:g}, threshold {config.threshold:g}, "
+                        f"s {config.s}, {config.semantics}", show_lines=True, expand=True)
+    table.add_column("prompt", ratio=1)
+    table.add_column("answer ([strike red]dropped[/], [bold green]regenerated[/])", ratio=3)
+    for row in rows:
+        answer, notes = render_row(row, config)
+        table.add_row(row.prompt, Group(answer, notes))
+    _console().print(table)
 
 
 def _generate_batched(lm: Any, items: list[str], runs: list[tuple[str, Any]], strength: float, where: str | int,

@@ -137,6 +137,8 @@ def shared_context_logprobs(
     pad_id: int = 0,
     base: "BasePrefix | None" = None,
     row_batch: int | None = None,
+    adaptive: FASBSteering | None = None,
+    triggers: list[MCTrigger | None] | None = None,
 ) -> tuple[list[torch.Tensor], list[bool]]:
     """Like :func:`batch_token_logprobs`, but each distinct context prefix runs once.
 
@@ -149,7 +151,9 @@ def shared_context_logprobs(
     few-shot primer) whose KV cache was computed once; the group prefixes then run only from its
     end on top of a copy of it. It must be shorter than every row's prefix. ``row_batch``: the
     suffixes run in passes of at most this many rows, sorted by length (less padding); ``None``:
-    one pass.
+    one pass. ``adaptive`` scores FASB's way (:func:`adaptive_logprobs`) on the same prefix caches: the
+    suffix pass reads the signal, flagged rows run their suffix again with the shift; their decisions are
+    written into ``triggers`` (one entry per row) when given.
     """
     if base is not None:
         first: dict[int, int] = {}
@@ -168,19 +172,52 @@ def shared_context_logprobs(
     for s in range(0, n_rows, step):
         sub = row_order[s:s + step]
         last = s + step >= n_rows
-        sub_cache = cache if last else copy_cache(cache)
+        sub_cache = cache if last and adaptive is None else copy_cache(cache)
         sub_cache.batch_select_indices(gidx[sub])
-        sub_rows, sub_flags = _suffix_logprobs(lm, [pairs[r] for r in sub], pmask[gidx[sub]], sub_cache, steer,
-                                               steer_from, pad_id)
+        sub_pairs = [pairs[r] for r in sub]
+        steers = None if steer is None else _steers_for(steer, _context_lens(sub_pairs, lm.device), steer_from)
+        if adaptive is None:
+            sub_rows, sub_flags = _suffix_logprobs(lm, sub_pairs, pmask[gidx[sub]], sub_cache, steers, pad_id)
+        else:
+            keep = copy_cache(sub_cache)  # the prefix caches again, for the flagged rows' second pass
+            reads: dict[str, torch.Tensor] = {}
+            sub_rows, sub_flags = _suffix_logprobs(lm, sub_pairs, pmask[gidx[sub]], sub_cache, None, pad_id,
+                                                   adaptive.sites, reads)
+            p_all = adaptive.signal.p_true(reads).float().cpu()  # (rows, suffix): column 0 = last context token
+            starts = steer_starts(steer_from, _context_lens(sub_pairs, "cpu"))
+            trig = []
+            for j, pair in enumerate(sub_pairs):
+                first = pair.context_len - 1
+                start = min(starts[j], len(pair.ids) - 1)
+                trig.append(adaptive.mc_trigger(float(p_all[j, 0]), p_all[j, start - first:len(pair.ids) - first]
+                                                .tolist(), start))
+            flagged = [j for j, t in enumerate(trig) if t is not None and t.edit_start < len(sub_pairs[j].ids)]
+            if flagged:
+                keep.batch_select_indices(torch.tensor(flagged, device=gidx.device))
+                st2 = [Steer(adaptive.shift, trig[j].strength, trig[j].edit_start)  # type: ignore[union-attr]
+                       for j in flagged]
+                rows2, flags2 = _suffix_logprobs(lm, [sub_pairs[j] for j in flagged], pmask[gidx[sub]][flagged],
+                                                 keep, st2, pad_id)
+                for j, lp, g in zip(flagged, rows2, flags2):
+                    sub_rows[j], sub_flags[j] = lp, g
+            if triggers is not None:
+                for r, t in zip(sub, trig):
+                    triggers[r] = t
         for r, lp, g in zip(sub, sub_rows, sub_flags):
             rows[r], flags[r] = lp, g
     return [r for r in rows if r is not None], flags
 
 
+def _context_lens(pairs: Sequence[EncodedPair], device: Any) -> torch.Tensor:
+    return torch.tensor([p.context_len for p in pairs], device=device)
+
+
 def _suffix_logprobs(lm: LoadedModel, pairs: Sequence[EncodedPair], pmask: torch.Tensor, cache: Any,
-                     steer: Steer | None, steer_from: SteerFrom, pad_id: int) -> tuple[list[torch.Tensor], list[bool]]:
+                     steers: Sequence[Steer | None] | None, pad_id: int, read_sites: Sequence[Any] = (),
+                     reads: dict[str, torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[bool]]:
     """Score each row's suffix (last context token + continuation, right padded) on top of its prefix cache
-    (``pmask``: the cache's attention mask, one row per pair)."""
+    (``pmask``: the cache's attention mask, one row per pair), steered per row by ``steers`` (``where``: an
+    integer start position). ``read_sites`` are read into ``reads`` (``(rows, suffix, width)``)."""
     model, device = lm.model, lm.device
     sids, smask = suffix_batch(pairs, pad_id, device)
     sw = sids.shape[1]
@@ -188,11 +225,14 @@ def _suffix_logprobs(lm: LoadedModel, pairs: Sequence[EncodedPair], pmask: torch
     spos = plen[:, None] + torch.arange(sw, device=device)[None, :]
     positions = torch.where(smask.bool(), spos, torch.full_like(spos, -1))
     full_mask = torch.cat([pmask, smask], dim=1)
-    context_lens = torch.tensor([p.context_len for p in pairs], device=device)
+    context_lens = _context_lens(pairs, device)
 
     hooks = HookManager(model, lm.adapter)
-    if steer is not None:
-        AddIntervention(_steers_for(steer, context_lens, steer_from)).install(hooks, context_lens)
+    if steers is not None:
+        AddIntervention(steers).install(hooks, context_lens)
+    if reads is not None:
+        for site in read_sites:
+            hooks.add(site, _store(reads))
     hooks.set_state(positions=positions, prompt_lens=context_lens)
     logits = forward(lm, hooks, input_ids=sids, attention_mask=full_mask, position_ids=spos, past_key_values=cache,
                      use_cache=True).logits
@@ -257,7 +297,6 @@ def loglikelihood(
         if st is not None or interventions:
             raise ValueError("adaptive= scoring steers by itself: drop steer= / interventions=")
         check_vector(adaptive.shift, lm)
-        share_context = False
     if st is not None:
 
         check_vector(st.vector, lm)
@@ -299,9 +338,11 @@ def loglikelihood(
             # prefixes run for up to 4 x batch_size rows at a time; their suffixes in passes of
             # batch_size rows sorted by length
             for idx in group_batches(order, group, 4 * batch_size):
+                trig: list[MCTrigger | None] | None = [None] * len(idx) if adaptive is not None else None
                 rows, greedy = shared_context_logprobs(lm, [enc[i] for i in idx], [group[i] for i in idx], st,
-                                                       steer_from, pad_id, base, row_batch=batch_size)
-                store(idx, rows, greedy)
+                                                       steer_from, pad_id, base, row_batch=batch_size,
+                                                       adaptive=adaptive, triggers=trig)
+                store(idx, rows, greedy, trig)
                 bar.advance(len(idx))
         else:
             plain = list(range(len(enc)))
@@ -322,6 +363,16 @@ def loglikelihood(
     return [r for r in out if r is not None]
 
 
+def _store(reads: dict[str, torch.Tensor]) -> Any:
+    """A read-only hook function keeping the whole activation of its site in ``reads``."""
+
+    def read(x: torch.Tensor, site: Any, state: Any) -> None:
+        reads[site.key] = x.detach()
+        return None
+
+    return read
+
+
 def adaptive_logprobs(lm: LoadedModel, pairs: Sequence[EncodedPair], adaptive: FASBSteering,
                       steer_from: SteerFrom = "second_answer", pad_id: int = 0
                       ) -> tuple[list[torch.Tensor], list[bool], list[MCTrigger | None]]:
@@ -336,10 +387,7 @@ def adaptive_logprobs(lm: LoadedModel, pairs: Sequence[EncodedPair], adaptive: F
     reads: dict[str, torch.Tensor] = {}
     hooks = HookManager(lm.model, lm.adapter)
     for site in adaptive.sites:
-        def read(x: torch.Tensor, site_: Any, state: Any) -> None:
-            reads[site_.key] = x.detach()
-            return None
-        hooks.add(site, read)
+        hooks.add(site, _store(reads))
     rows, greedy = token_logprobs(lm, batch, hooks)
     p_all = adaptive.signal.p_true(reads).float().cpu()  # (batch, width)
     width = batch.input_ids.shape[1]

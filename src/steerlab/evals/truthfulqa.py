@@ -229,10 +229,14 @@ def evaluate_truthfulqa_mc(
         mc1, mc2, mc3 = mc_metrics(s[q.best], [s[a] for a in q.mc1_false], [s[a] for a in q.true],
                                    [s[a] for a in q.false])
         rows.append(QuestionScores(q.question, s, mc1, mc2, mc3))
+    if adaptive is not None:  # the fraction of answers FASB's probe flagged (and re-scored steered)
+        config_extra = {"steered_answers": sum(r.trigger is not None for r in results) / max(len(results), 1)}
+    else:
+        config_extra = {}
     kinds = {type(it) for it in items}
     sets = "csv" if kinds == {TruthfulQAItem} else "mc_json" if kinds == {TruthfulQAMCItem} else "custom"
     config = {"instruction": instruction, "steered": steer is not None or bool(interventions) or adaptive is not None,
-              "steer_from": steer_from, "answer_sets": sets}
+              "steer_from": steer_from, "answer_sets": sets, **config_extra}
     return TruthfulQAMCResult.from_questions(rows, config)
 
 

@@ -164,9 +164,9 @@ def evaluate_truthfulqa_gen(
     :class:`~steerlab.evals.gen_judge.GenerationJudge` with a coherence scorer on ``lm`` (unless
     ``coherence=False``); a ``GenerationJudge`` is used as given. ``steer``/``strength``/``where`` and
     ``interventions`` go to :func:`steerlab.generate.generate`. ``adaptive`` (a
-    :class:`~steerlab.interventions.fasb.FASBSteering`) generates FASB's way instead (its monitor, its cache
-    semantics, no stop string: the text is cut at the next "Q:" afterwards, as the reference does); each
-    record keeps its decisions (``steering``).
+    :class:`~steerlab.interventions.fasb.FASBSteering`) generates FASB's way instead (its monitor and cache
+    semantics; a row ends once its text up to the next "Q:" can no longer change, so the cut answers equal
+    those of the reference's run to the full budget); each record keeps its decisions (``steering``).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -183,7 +183,7 @@ def evaluate_truthfulqa_gen(
             chunk = prompts[s:s + batch_size]
             kw: dict[str, Any] = {"stop": ["Q:"]}
             if adaptive is not None:
-                kw.update(adaptive.generate_kwargs(len(chunk), max_new_tokens))
+                kw.update(adaptive.generate_kwargs(len(chunk), max_new_tokens, ["Q:"], lm.tokenizer))
             out = generate(lm, chunk, steer, strength=strength, where=where, max_new_tokens=max_new_tokens,
                            interventions=interventions, **kw)
             raws.extend(out.texts)

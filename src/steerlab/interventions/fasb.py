@@ -41,7 +41,7 @@ from ..artifacts import VectorError, load_intervention, save_intervention
 from ..checks import check_strength
 from ..generate import GenerationOutput, generate
 from ..models import LoadedModel
-from ..monitors import Rewind, RowAnswer, SetSteer, StepReading
+from ..monitors import Rewind, RowAnswer, SetSteer, StepReading, Stop
 from ..probes import DIRECTIONS, TIES, Head, shift_vector
 from ..sites import Site, SiteKind
 from ..vectors import SteeringVector
@@ -237,6 +237,7 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     watching: bool = True
     base: int = 0  # kept length at the last backtrack: checks start s tokens after it
+    cut: int | None = None  # tokens up to the end of the first stop string, once one appeared
     fired: int = 0
     checks: int = 0
     events: list[FASBEvent] = field(default_factory=list)
@@ -245,9 +246,19 @@ class _Row:
 class FASBMonitor:
     """The per-call monitor of :func:`fasb_generate` (rows keep their own state: make one per call).
 
-    It assumes it is the only monitor that rewinds rows (it keeps each row's tokens itself)."""
+    It assumes it is the only monitor that rewinds rows (it keeps each row's tokens itself).
 
-    def __init__(self, steering: "FASBSteering", batch_size: int) -> None:
+    ``stop`` strings (with the ``tokenizer``) end a row early *without changing its text up to the first stop
+    string*: the row runs on until no later backtrack could reach that text (``s`` tokens past it, or at once
+    when it is no longer monitored), so the cut text equals that of a run to the full budget, as the reference
+    generates it (TruthfulQA answers are cut at the next "Q:"); rows that end this way are not checked there.
+    """
+
+    def __init__(self, steering: "FASBSteering", batch_size: int, stop: Sequence[str] = (),
+                 tokenizer: Any = None) -> None:
+        if stop and tokenizer is None:
+            raise ValueError("stop strings need the tokenizer to find them")
+        self.stop, self.tokenizer = tuple(stop), tokenizer
         self.steering = steering
         self.sites = list(steering.signal.sites)
         self.steer_sites = list(steering.shift.sites)
@@ -270,21 +281,39 @@ class FASBMonitor:
             assert tok is not None
             st.tokens.append(int(tok))
             n = reading.lengths[r]
+            if self.stop and st.cut is None:
+                st.cut = self._cut(st.tokens)
             if not st.watching:
-                out.append(None)
+                out.append(Stop() if st.cut is not None else None)
                 continue
             if cfg.detect != "answer":  # decided once, on the prompt's last token (the first reading)
                 check = True
             else:
                 check = n - st.base >= cfg.s or reading.finished[r]
-            if not check:
-                out.append(None)
-                continue
-            p = float(p_all[r])
-            self.p_trace[r].append((n, p))
-            st.checks += 1
-            out.append(self._decide(reading.step, r, st, n, p))
+            if check:
+                p = float(p_all[r])
+                self.p_trace[r].append((n, p))
+                st.checks += 1
+                answer = self._decide(reading.step, r, st, n, p)
+                if answer is not None:
+                    st.cut = self._cut(st.tokens) if self.stop else None
+                    out.append(answer)
+                    continue
+            # the stop string's text is final once a backtrack can no longer reach it
+            out.append(Stop() if st.cut is not None and (not st.watching or n + 1 - cfg.s >= st.cut) else None)
         return out
+
+    def _cut(self, tokens: Sequence[int]) -> int | None:
+        """How many of ``tokens`` it takes to complete the first stop string (None: none yet)."""
+        if not self.stop or not tokens:
+            return None
+        tok = self.tokenizer
+        if not any(x in tok.decode(tokens, skip_special_tokens=True) for x in self.stop):
+            return None
+        for c in range(1, len(tokens) + 1):
+            if any(x in tok.decode(tokens[:c], skip_special_tokens=True) for x in self.stop):
+                return c
+        return None  # pragma: no cover - the full text contains it
 
     def _decide(self, step: int, r: int, st: _Row, n: int, p: float) -> RowAnswer:
         cfg, shift = self.steering.config, self.steering.shift
@@ -357,18 +386,20 @@ class FASBSteering:
         """The same signal and shift with config fields changed (e.g. ``threshold=0.5``)."""
         return FASBSteering(self.signal, self.shift, replace(self.config, **changes))
 
-    def monitor(self, batch_size: int) -> FASBMonitor:
-        return FASBMonitor(self, batch_size)
+    def monitor(self, batch_size: int, stop: Sequence[str] = (), tokenizer: Any = None) -> FASBMonitor:
+        return FASBMonitor(self, batch_size, stop, tokenizer)
 
     def max_steps(self, max_new_tokens: int) -> int:
         """Decode steps a call may need: the budget plus what each backtrack can drop, and one step more."""
         return max_new_tokens + self.config.max_backtracks * (self.config.s + 1) + 2
 
-    def generate_kwargs(self, batch_size: int, max_new_tokens: int) -> dict[str, Any]:
-        """Keyword arguments for :func:`steerlab.generate`: a fresh monitor, the cache semantics, the step cap,
-        and no stop strings (the reference generates to EOS or the budget and checks there; cut the text
-        afterwards)."""
-        return {"monitors": [self.monitor(batch_size)], "kv_cache": self.config.kv_cache,
+    def generate_kwargs(self, batch_size: int, max_new_tokens: int, stop: Sequence[str] = (),
+                        tokenizer: Any = None) -> dict[str, Any]:
+        """Keyword arguments for :func:`steerlab.generate`: a fresh monitor, the cache semantics, the step cap.
+        ``stop`` strings go to the monitor (:class:`FASBMonitor`), not to ``generate``: the reference generates
+        to EOS or the budget and checks there, then cuts the text; the monitor ends a row only once its text up
+        to the stop string is final."""
+        return {"monitors": [self.monitor(batch_size, stop, tokenizer)], "kv_cache": self.config.kv_cache,
                 "max_steps": self.max_steps(max_new_tokens), "stop": None}
 
     def mc_trigger(self, p_question: float, p_answer: Sequence[float], scan_start: int) -> MCTrigger | None:
@@ -423,15 +454,23 @@ def fasb_generate(lm: LoadedModel, prompts: str | Sequence[str], steering: "FASB
     """Greedy FASB generation (module doc) through :func:`steerlab.generate` with a :class:`FASBMonitor`.
 
     ``max_new_tokens`` is the budget of the final answer (kept + regenerated tokens; the reference: 50).
-    ``stop`` strings end a row early, and that row is then checked as at EOS; the reference has none.
+    ``stop`` strings: the text is cut at the first one, and a row ends once that text can no longer change
+    (see :class:`FASBMonitor`): the same cut texts as a run to the full budget, faster.
     """
     sv = steering.steering(lm) if isinstance(steering, FASBFit) else steering
     items = [prompts] if isinstance(prompts, str) else list(prompts)
-    kw = sv.generate_kwargs(len(items), max_new_tokens)
-    kw["stop"] = stop
+    stops = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
+    kw = sv.generate_kwargs(len(items), max_new_tokens, stops, lm.tokenizer)
     out = generate(lm, items, max_new_tokens=max_new_tokens, chat=chat, system=system, progress=progress, **kw)
     mon: FASBMonitor = kw["monitors"][0]
-    return FASBOutput(out.texts, out.tokens, out.prompts, out.finish_reasons, mon.events, mon.p_trace)
+    texts = [_cut_text(t, stops) for t in out.texts]
+    reasons = ["stop" if t != raw else why for t, raw, why in zip(texts, out.texts, out.finish_reasons)]
+    return FASBOutput(texts, out.tokens, out.prompts, reasons, mon.events, mon.p_trace)
+
+
+def _cut_text(text: str, stops: Sequence[str]) -> str:
+    cut = min((text.find(x) for x in stops if x in text), default=-1)
+    return text if cut < 0 else text[:cut]
 
 
 # ---------------------------------------------------------------------------------------------
