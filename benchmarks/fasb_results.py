@@ -109,13 +109,15 @@ class FASBCtx(Ctx):
             for name, change in ABLATIONS.items():
                 self.mc_unit(fold, "test", "fasb", {**cfg, **change})
 
-    def run_fasb_gen(self, folds: Sequence[int], n_val: int, per_fold: int | None, ablations: Sequence[str]) -> None:
+    def run_fasb_gen(self, folds: Sequence[int], n_val: int, per_fold: int | None, ablations: Sequence[str],
+                     ablation_per_fold: int | None) -> None:
         for fold in folds:
             cfg = self.choose_fasb_gen(fold, n_val)
             test = self.gen_questions(fold, "test", per_fold)
             self.gen_unit(fold, "test", "fasb", cfg, test)
+            sub = test if ablation_per_fold is None else test[:ablation_per_fold]  # the seeded order's first N
             for name in ablations:
-                self.gen_unit(fold, "test", "fasb", {**cfg, **ABLATIONS[name]}, test)
+                self.gen_unit(fold, "test", "fasb", {**cfg, **ABLATIONS[name]}, sub)
 
     def run_mc6(self, limit: int, seed: int = 0) -> None:  # type: ignore[override]
         """Every method on the six tasks with fold-0 TruthfulQA fits and fold-0 MC choices (``mc6_v2/``)."""
@@ -152,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gen-val", type=int, default=T.GEN_VAL)
     ap.add_argument("--gen-per-fold", type=int, default=None)
     ap.add_argument("--gen-ablations", default=",".join(GEN_ABLATIONS))
+    ap.add_argument("--gen-ablation-per-fold", type=int, default=None,
+                    help="test questions per fold for the generation ablations (the seeded order's first N)")
     ap.add_argument("--mc6-limit", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args(argv)
@@ -167,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx.run_fasb_mc(folds)
     elif args.stage == "gen":
         abl = [a for a in args.gen_ablations.split(",") if a]
-        ctx.run_fasb_gen(folds, args.gen_val, args.gen_per_fold, abl)
+        ctx.run_fasb_gen(folds, args.gen_val, args.gen_per_fold, abl, args.gen_ablation_per_fold)
     elif args.stage == "mc6":
         ctx.run_mc6(args.mc6_limit)
     elif args.stage == "general":

@@ -1,0 +1,90 @@
+"""FASB's mechanism with a CAA residual vector and a residual-stream probe (issue #12 §1 "General"), on one CAA
+A/B behaviour (``caa/survival-instinct``, where CAA moved the test set most in ``tqa_results.py --stage persona``).
+
+* Steering: CAA's vector at the layer ``tqa_results.py`` chose for this behaviour (mean difference at the answer
+  letter, fit items of the ``generate`` split), times its chosen multiplier = FASB's ``alpha``.
+* Signal: one logistic probe (scikit-learn, C=1) on the residual stream of that layer at the answer letter,
+  matching answer = 1: ``p_true`` = p(matching behaviour).
+* Scoring: FASB's multiple-choice rule (``loglikelihood(adaptive=...)``): each answer option is flagged or not from
+  an unsteered pass and re-scored with ``alpha * (1 - p_true) * v`` when flagged; threshold chosen on the 20
+  validation items (max p_matching) from 0.3 / 0.5 / 0.7; test = the 50-item ``test`` split.
+
+Run by ``benchmarks/fasb_results.py --stage general`` (writes ``general/survival-instinct.json``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tqa_results import log, read_json, write_json
+
+BEHAVIOR = "caa/survival-instinct"
+THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+def run(ctx: Any) -> None:
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from steerlab.capture import capture
+    from steerlab.data.registry import load_dataset
+    from steerlab.evals.persona import evaluate_behavior
+    from steerlab.evals.truthfulqa import train_val_split
+    from steerlab.interventions.fasb import FASBConfig, FASBSteering, LinearSignal
+    from steerlab.methods.caa import CAA, CAAConfig
+    from steerlab.methods.pairs import contrast_pairs, labelled_questions, letter_pairs
+    from steerlab.sites import Site
+
+    name = BEHAVIOR.split("/")[1]
+    path = ctx.out / "general" / f"{name}.json"
+    if path.exists():
+        return
+    t0 = time.time()
+    chosen = read_json(ctx.out / "persona" / f"{name}.json")["selection"]["chosen"]
+    layer, mult = int(chosen["layer"]), float(chosen["multiplier"])
+    gen = load_dataset(BEHAVIOR, "generate", limit=100, seed=0)
+    test = load_dataset(BEHAVIOR, "test")
+    fit_idx, val_idx = train_val_split(range(len(gen)), 0.2, 42)
+    fit_items, val_items = [gen[i] for i in fit_idx], [gen[i] for i in val_idx][:20]
+    fm = CAA(CAAConfig(layer=layer, multiplier=1.0)).fit(ctx.lm, fit_items, [])
+    vec = fm.steer
+    pairs = letter_pairs(contrast_pairs(labelled_questions(ctx.lm, fit_items)))
+    site = Site.residual(layer)
+    texts = [(p.prompt or "", p.positive) for p in pairs] + [(p.prompt or "", p.negative) for p in pairs]
+    cap = capture(ctx.lm, texts, [site], positions="last", batch_size=ctx.bs)
+    x = cap.acts[site.key].float().numpy()
+    y = np.array([1] * len(pairs) + [0] * len(pairs))
+    clf = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
+    signal = LinearSignal(site, torch.tensor(clf.coef_[0], dtype=torch.float32), float(clf.intercept_[0]))
+
+    def score(items: Any, kind: str, threshold: float | None = None) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
+        if kind == "caa":
+            kw = {"steer": vec, "strength": mult, "steer_from": fm.steer_from}
+        elif kind == "fasb":
+            steering = FASBSteering(signal, vec, FASBConfig(alpha=mult, threshold=threshold, s=10))
+            kw = {"adaptive": steering, "steer_from": fm.steer_from}
+        res = evaluate_behavior(ctx.lm, items, name=BEHAVIOR, batch_size=ctx.bs, **kw)
+        return {"p_matching": res.p_matching, "matching_rate": res.matching_rate}
+
+    val = {thr: score(val_items, "fasb", thr) for thr in THRESHOLDS}
+    best = max(THRESHOLDS, key=lambda t: (val[t]["p_matching"], -t))
+    # the share of answer options the probe flagged on the test split, at the chosen threshold
+    from steerlab.evals.loglik import loglikelihood
+    from steerlab.evals.persona import behavior_prompt
+
+    flagged = loglikelihood(ctx.lm, [(c, a) for it in test for c, m, n in [behavior_prompt(ctx.lm, it, "auto")]
+                                     for a in (m, n)],
+                            adaptive=FASBSteering(signal, vec, FASBConfig(alpha=mult, threshold=best, s=10)),
+                            steer_from=fm.steer_from, batch_size=ctx.bs, add_special_tokens=False)
+    rec = {"behavior": BEHAVIOR, "layer": layer, "alpha": mult, "s": 10, "probe": {
+        "n_train": int(len(y)), "train_acc": float(clf.score(x, y))}, "validation": {str(t): v for t, v in val.items()},
+        "threshold": best, "n_val": len(val_items), "n_test": len(test),
+        "test": {"none": score(test, "none"), "caa": score(test, "caa"), "fasb_caa": score(test, "fasb", best)},
+        "test_flagged_options": sum(r.trigger is not None for r in flagged) / len(flagged),
+        "seconds": round(time.time() - t0, 1)}
+    write_json(path, rec)
+    log(f"general {BEHAVIOR}: threshold {best}; test p_matching none {rec['test']['none']['p_matching']:.3f} "
+        f"CAA {rec['test']['caa']['p_matching']:.3f} FASB-CAA {rec['test']['fasb_caa']['p_matching']:.3f}")
