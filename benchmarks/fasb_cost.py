@@ -115,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from embed_throughput import replace_section
     from steerlab.data.registry import load_dataset
     from steerlab.evals.truthfulqa_gen import generation_prompt
-    from steerlab.interventions.fasb import FASBConfig, FASBFit, fasb_generate
+    from steerlab.backtrack import fasb_generate
+    from steerlab.interventions.fasb import FASBConfig, FASBFit
     from steerlab.interventions.iti import load_iti
 
     lm = sl.load_model("embedded")

@@ -102,12 +102,12 @@ class FASBCtx(Ctx):
             f"coherence {choice.metrics['coherence']:.3f} vs unsteered {ref['coherence']:.3f}); at edge {choice.at_edge}")
         return choice.config
 
-    def run_fasb_mc(self, folds: Sequence[int]) -> None:
+    def run_fasb_mc(self, folds: Sequence[int], ablations: Sequence[str]) -> None:
         for fold in folds:
             cfg = self.choose_fasb(fold)
             self.mc_unit(fold, "test", "fasb", cfg)
-            for name, change in ABLATIONS.items():
-                self.mc_unit(fold, "test", "fasb", {**cfg, **change})
+            for name in ablations:
+                self.mc_unit(fold, "test", "fasb", {**cfg, **ABLATIONS[name]})
 
     def run_fasb_gen(self, folds: Sequence[int], n_val: int, per_fold: int | None, ablations: Sequence[str],
                      ablation_per_fold: int | None) -> None:
@@ -119,7 +119,7 @@ class FASBCtx(Ctx):
             for name in ablations:
                 self.gen_unit(fold, "test", "fasb", {**cfg, **ABLATIONS[name]}, sub)
 
-    def run_mc6(self, limit: int, seed: int = 0) -> None:  # type: ignore[override]
+    def run_mc6(self, limit: int, seed: int = 0, ablations: Sequence[str] = GEN_ABLATIONS) -> None:  # type: ignore[override]
         """Every method on the six tasks with fold-0 TruthfulQA fits and fold-0 MC choices (``mc6_v2/``)."""
         from steerlab.data.registry import load_dataset
         from steerlab.evals.multiple_choice import evaluate_prompts, to_prompts
@@ -128,7 +128,7 @@ class FASBCtx(Ctx):
                                                        ("iti", "iti", self.chosen(0, "iti"))]
         fasb = self.choose_fasb(0)
         runs.append(("fasb", "fasb", fasb))
-        runs += [(f"fasb_{name}", "fasb", {**fasb, **change}) for name, change in ABLATIONS.items()]
+        runs += [(f"fasb_{name}", "fasb", {**fasb, **ABLATIONS[name]}) for name in ablations]
         for task in T.MC_TASKS:
             items = load_dataset(task, limit=limit, seed=seed)
             for label, method, cfg in runs:
@@ -157,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gen-ablation-per-fold", type=int, default=None,
                     help="test questions per fold for the generation ablations (the seeded order's first N)")
     ap.add_argument("--mc6-limit", type=int, default=200)
+    ap.add_argument("--ablations", default=",".join(GEN_ABLATIONS),
+                    help="MC and six-task ablations to run (fixed, no_backtrack, question, no_adaptive)")
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -167,13 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         fasb_docs.write(out)
         return 0
     ctx = FASBCtx(out, args.batch_size)
+    mc_abl = [a for a in args.ablations.split(",") if a]
     if args.stage == "mc":
-        ctx.run_fasb_mc(folds)
+        ctx.run_fasb_mc(folds, mc_abl)
     elif args.stage == "gen":
         abl = [a for a in args.gen_ablations.split(",") if a]
         ctx.run_fasb_gen(folds, args.gen_val, args.gen_per_fold, abl, args.gen_ablation_per_fold)
     elif args.stage == "mc6":
-        ctx.run_mc6(args.mc6_limit)
+        ctx.run_mc6(args.mc6_limit, ablations=mc_abl)
     elif args.stage == "general":
         import fasb_general
 

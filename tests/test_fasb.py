@@ -17,8 +17,8 @@ from steerlab.evals.loglik import loglikelihood
 from steerlab.evals.truthfulqa import qa_prompt
 from steerlab.evals.truthfulqa_gen import generation_prompt
 from steerlab.generate import _eos_ids
-from steerlab.interventions.fasb import (FASBConfig, FASBFit, FASBSteering, LinearSignal, fasb_generate, fit_fasb,
-                                         load_fasb, save_fasb)
+from steerlab.backtrack import fasb_generate
+from steerlab.interventions.fasb import FASBConfig, FASBFit, FASBSteering, LinearSignal, fit_fasb, load_fasb, save_fasb
 from steerlab.methods.pairs import labelled_questions, probe_records
 from steerlab.runtime import encode_pair
 from steerlab.sites import Site

@@ -17,7 +17,8 @@ from rich.text import Text
 
 from .data.registry import load_dataset
 from .evals.truthfulqa import train_val_split
-from .interventions.fasb import FASBConfig, FASBFit, FASBOutput, fasb_generate, fit_fasb, load_fasb, save_fasb
+from .backtrack import FASBOutput, fasb_generate
+from .interventions.fasb import FASBConfig, FASBFit, fit_fasb, load_fasb, save_fasb
 from .interventions.iti import records_from_pairs
 from .io import read_pairs
 from .methods.base import _coerce, _field_types

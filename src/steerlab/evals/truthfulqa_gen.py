@@ -31,6 +31,7 @@ from ..data.records import TruthfulQAItem, TruthfulQAMCItem
 from ..generate import generate
 from ..interventions.add import Steer, Where
 from ..interventions.base import Intervention
+from ..backtrack import generate_kwargs
 from ..interventions.fasb import FASBSteering
 from ..models import LoadedModel
 from ..vectors import SteeringVector
@@ -183,7 +184,7 @@ def evaluate_truthfulqa_gen(
             chunk = prompts[s:s + batch_size]
             kw: dict[str, Any] = {"stop": ["Q:"]}
             if adaptive is not None:
-                kw.update(adaptive.generate_kwargs(len(chunk), max_new_tokens, ["Q:"], lm.tokenizer))
+                kw.update(generate_kwargs(adaptive, len(chunk), max_new_tokens, ["Q:"], lm.tokenizer))
             out = generate(lm, chunk, steer, strength=strength, where=where, max_new_tokens=max_new_tokens,
                            interventions=interventions, **kw)
             raws.extend(out.texts)

@@ -5,7 +5,7 @@ either a steer (a :class:`~steerlab.vectors.SteeringVector` or
 :class:`~steerlab.interventions.Steer`, with a strength) or a list of
 :class:`~steerlab.interventions.Intervention` objects, plus where log-likelihood scoring should
 steer (``steer_from``). Evaluators take ``**fitted.eval_kwargs()``; generation takes
-``fitted.generate_kwargs()``. New methods (FASB, PSR) only implement ``fit``.
+``fitted.generate_steer()`` (or ``fitted.adaptive``: FASB). New methods only implement ``fit``.
 """
 
 from __future__ import annotations
