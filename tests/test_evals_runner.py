@@ -333,3 +333,24 @@ def test_generation_search_applies_the_coherence_floor(tiny, tmp_path, data_dir)
     assert [c["eligible"] for c in sel["candidates"]] == [True, False]  # x40 loses coherence here
     again = choose([Candidate(c["config"], c["metrics"]) for c in sel["candidates"]], rule, sel["reference"])
     assert sel["chosen"] == again.config == {"multiplier": 0.5} and not sel["fallback"]
+
+
+def test_inference_options_fit_once_per_fold(tiny, tmp_path, data_dir, monkeypatch):
+    """FASB's threshold / alpha are applied to one fit: a 2 x 2 grid fits each fold once."""
+    from steerlab.evals.runner import Search
+    from steerlab.methods.fasb import FASB
+
+    calls = []
+    real = FASB.fit_model
+
+    def counting(self, lm, train_items, val_items):
+        calls.append(len(train_items))
+        return real(self, lm, train_items, val_items)
+
+    monkeypatch.setattr(FASB, "fit_model", counting)
+    search = Search({"threshold": (0.5, 0.6), "alpha": (5.0, 10.0)}, grow=False)
+    res = run_task(tiny, "truthfulqa_mc", make_method("fasb", k=4, s=2), tmp_path / "f", limit=12, folds=2,
+                   root=data_dir, search=search)
+    assert len(calls) == 2  # one fit per fold for 4 configurations (+ the chosen one, reused)
+    assert {pf["selection"]["chosen"]["threshold"] for pf in res["per_fold"]} <= {0.5, 0.6}
+    assert all(len(pf["selection"]["candidates"]) == 4 for pf in res["per_fold"])
