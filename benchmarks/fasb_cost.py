@@ -141,11 +141,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "fasb_cached": lambda: fasb_generate(lm, chunk, steer_cached, max_new_tokens=n)}
             times: dict[str, list[float]] = {k: [] for k in runs}
             outs: dict[str, Any] = {}
+            steps: dict[str, int] = {}
             for _ in range(args.repeats):
                 for name, fn in runs.items():
-                    t = time.perf_counter()
-                    outs[name] = fn()
-                    times[name].append(time.perf_counter() - t)
+                    count = [0]
+                    handle = lm.model.register_forward_hook(lambda *a, c=count: c.__setitem__(0, c[0] + 1))
+                    try:
+                        t = time.perf_counter()
+                        outs[name] = fn()
+                        times[name].append(time.perf_counter() - t)
+                    finally:
+                        handle.remove()
+                    steps[name] = count[0]  # forward passes: the prompt pass + one per decode step
             t = time.perf_counter()
             loop = [reference_loop(lm, fit, lm.encode([p])["input_ids"][0].tolist(), n) for p in chunk]
             t_loop = time.perf_counter() - t
@@ -155,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                             "reference_loop": round(t_loop, 3)},
                    "median": {**{k: round(v, 3) for k, v in med.items()}, "reference_loop": round(t_loop, 3)},
                    "fasb_over_plain": {k: round(med[k] / med["plain"], 3) for k in ("fasb_reference", "fasb_cached")},
+                   "forward_passes": steps,
+                   "per_pass_over_plain": {k: round((med[k] / steps[k]) / (med["plain"] / steps["plain"]), 3)
+                                           for k in ("fasb_reference", "fasb_cached")},
                    "reference_loop_over_fasb": round(t_loop / med["fasb_reference"], 2),
                    "backtrack_rate": sum(outs["fasb_reference"].backtracked) / b,
                    "backtrack_rate_cached": sum(outs["fasb_cached"].backtracked) / b,
@@ -179,14 +189,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "settings (K 24, alpha 60, threshold 0.6, s 10) on the fold-0 ITI fit. Fast settings: median of "
                  f"{args.repeats} interleaved rounds; the reference loop (no KV cache, full recompute per step, one "
                  "prompt at a time, written from `tqa_run_answers`) once. 'backtracks' = rows that backed up.", "",
-                 "| new tokens | batch | plain s | FASB reference s (x plain) | FASB cached s (x plain) | reference "
-                 "loop s | loop / FASB | backtracks | tokens: FASB = loop |",
-                 "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 "| new tokens | batch | plain s | FASB reference s (x plain) | FASB cached s (x plain) | forward "
+                 "passes plain / FASB | per pass: reference, cached (x plain) | reference loop s | loop / FASB "
+                 "reference | backtracks | tokens: FASB = loop |",
+                 "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rec["rows"]:
             m = r["median"]
             lines.append(f"| {r['new_tokens']} | {r['batch']} | {m['plain']:.2f} | {m['fasb_reference']:.2f} "
                          f"({r['fasb_over_plain']['fasb_reference']:.2f}x) | {m['fasb_cached']:.2f} "
-                         f"({r['fasb_over_plain']['fasb_cached']:.2f}x) | {m['reference_loop']:.1f} | "
+                         f"({r['fasb_over_plain']['fasb_cached']:.2f}x) | {r['forward_passes']['plain']} / "
+                         f"{r['forward_passes']['fasb_reference']} | {r['per_pass_over_plain']['fasb_reference']:.2f}x, "
+                         f"{r['per_pass_over_plain']['fasb_cached']:.2f}x | {m['reference_loop']:.1f} | "
                          f"{r['reference_loop_over_fasb']:.1f}x | {r['backtrack_rate']:.0%} | "
                          f"{r['identical_to_reference_loop']} |")
         replace_section(ROOT / "docs" / "benchmarks.md", SECTION, "\n".join(lines))

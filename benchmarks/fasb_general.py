@@ -3,8 +3,8 @@ A/B behaviour (``caa/survival-instinct``, where CAA moved the test set most in `
 
 * Steering: CAA's vector at the layer ``tqa_results.py`` chose for this behaviour (mean difference at the answer
   letter, fit items of the ``generate`` split), times its chosen multiplier = FASB's ``alpha``.
-* Signal: one logistic probe (scikit-learn, C=1) on the residual stream of that layer at the answer letter,
-  matching answer = 1: ``p_true`` = p(matching behaviour).
+* Signal: one logistic probe (``fit_linear_signal``: scikit-learn's C=1 objective) on the residual stream of that
+  layer at the answer letter, matching answer = 1: ``p_true`` = p(matching behaviour).
 * Scoring: FASB's multiple-choice rule (``loglikelihood(adaptive=...)``): each answer option is flagged or not from
   an unsteered pass and re-scored with ``alpha * (1 - p_true) * v`` when flagged; threshold chosen on the 20
   validation items (max p_matching) from 0.3 / 0.5 / 0.7; test = the 50-item ``test`` split.
@@ -24,15 +24,11 @@ THRESHOLDS = (0.3, 0.5, 0.7)
 
 
 def run(ctx: Any) -> None:
-    import numpy as np
-    import torch
-    from sklearn.linear_model import LogisticRegression
-
     from steerlab.capture import capture
     from steerlab.data.registry import load_dataset
     from steerlab.evals.persona import evaluate_behavior
     from steerlab.evals.truthfulqa import train_val_split
-    from steerlab.interventions.fasb import FASBConfig, FASBSteering, LinearSignal
+    from steerlab.interventions.fasb import FASBConfig, FASBSteering, fit_linear_signal
     from steerlab.methods.caa import CAA, CAAConfig
     from steerlab.methods.pairs import contrast_pairs, labelled_questions, letter_pairs
     from steerlab.sites import Site
@@ -52,12 +48,12 @@ def run(ctx: Any) -> None:
     vec = fm.steer
     pairs = letter_pairs(contrast_pairs(labelled_questions(ctx.lm, fit_items)))
     site = Site.residual(layer)
-    texts = [(p.prompt or "", p.positive) for p in pairs] + [(p.prompt or "", p.negative) for p in pairs]
-    cap = capture(ctx.lm, texts, [site], positions="last", batch_size=ctx.bs)
-    x = cap.acts[site.key].float().numpy()
-    y = np.array([1] * len(pairs) + [0] * len(pairs))
-    clf = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
-    signal = LinearSignal(site, torch.tensor(clf.coef_[0], dtype=torch.float32), float(clf.intercept_[0]))
+    records = [r for i, p in enumerate(pairs) for r in ((p.prompt or "", p.positive, 1, str(i)),
+                                                         (p.prompt or "", p.negative, 0, str(i)))]
+    signal = fit_linear_signal(ctx.lm, records, site, batch_size=ctx.bs)
+    cap = capture(ctx.lm, [(p, a) for p, a, _, _ in records], [site], positions="last", batch_size=ctx.bs)
+    pred = signal.p_true({site.key: cap.acts[site.key]}) > 0.5
+    train_acc = sum(bool(q) == bool(r[2]) for q, r in zip(pred.tolist(), records)) / len(records)
 
     def score(items: Any, kind: str, threshold: float | None = None) -> dict[str, Any]:
         kw: dict[str, Any] = {}
@@ -80,7 +76,7 @@ def run(ctx: Any) -> None:
                             adaptive=FASBSteering(signal, vec, FASBConfig(alpha=mult, threshold=best, s=10)),
                             steer_from=fm.steer_from, batch_size=ctx.bs, add_special_tokens=False)
     rec = {"behavior": BEHAVIOR, "layer": layer, "alpha": mult, "s": 10, "probe": {
-        "n_train": int(len(y)), "train_acc": float(clf.score(x, y))}, "validation": {str(t): v for t, v in val.items()},
+        "n_train": len(records), "train_acc": train_acc}, "validation": {str(t): v for t, v in val.items()},
         "threshold": best, "n_val": len(val_items), "n_test": len(test),
         "test": {"none": score(test, "none"), "caa": score(test, "caa"), "fasb_caa": score(test, "fasb", best)},
         "test_flagged_options": sum(r.trigger is not None for r in flagged) / len(flagged),

@@ -392,3 +392,20 @@ def test_stop_strings_keep_the_cut_text_of_a_full_run(embedded, fit) -> None:
     assert fast.texts == [t.split("Q:")[0] for t in full.texts]
     assert sum(len(t) for t in fast.tokens) < sum(len(t) for t in full.tokens)
     assert any(fast.backtracked)
+
+
+def test_fit_linear_signal_matches_scikit_learn(tiny_lm) -> None:
+    """The residual-stream probe: scikit-learn's LogisticRegression(C=1) on the same activations."""
+    from sklearn.linear_model import LogisticRegression
+
+    from steerlab.capture import capture
+    from steerlab.interventions.fasb import fit_linear_signal
+
+    recs = _tiny_records()
+    signal = fit_linear_signal(tiny_lm, recs, "residual.2")
+    x = capture(tiny_lm, [(p, a) for p, a, _, _ in recs], ["residual.2"], positions="last").acts["residual.2"]
+    y = [label for _, _, label, _ in recs]
+    ref = LogisticRegression(C=1.0, max_iter=5000, tol=1e-10).fit(x.double().numpy(), y)
+    p_ref = torch.tensor(ref.predict_proba(x.double().numpy())[:, 1], dtype=torch.float32)
+    assert torch.allclose(signal.p_true({"residual.2": x}), p_ref, atol=1e-4)
+    assert signal.sites == [Site.residual(2)]

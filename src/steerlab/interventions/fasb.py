@@ -38,12 +38,13 @@ from typing import Any, Collection, Mapping, Protocol, Sequence, runtime_checkab
 import torch
 
 from ..artifacts import VectorError, load_intervention, save_intervention
+from ..capture import capture
 from ..checks import check_strength
 from ..models import LoadedModel
-from ..probes import DIRECTIONS, TIES, Head, shift_vector
+from ..probes import DIRECTIONS, TIES, Head, fit_head_probes, shift_vector
 from ..sites import Site, SiteKind
 from ..vectors import SteeringVector
-from .iti import ITIConfig, ITIFit, Record, fit_iti, iti_artifact, iti_from_artifact
+from .iti import ITIConfig, ITIFit, Record, _examples, fit_iti, iti_artifact, iti_from_artifact
 
 __all__ = [
     "FASBConfig",
@@ -52,6 +53,7 @@ __all__ = [
     "Signal",
     "HeadSignal",
     "LinearSignal",
+    "fit_linear_signal",
     "FASBSteering",
     "MCTrigger",
     "FASBFit",
@@ -190,7 +192,8 @@ class HeadSignal:
 
 
 class LinearSignal:
-    """One logistic probe ``sigmoid(w . x + b)`` at one site (e.g. the residual stream of a layer)."""
+    """One logistic probe ``sigmoid(w . x + b)`` at one site (e.g. the residual stream of a layer);
+    :func:`fit_linear_signal` fits one from labelled records."""
 
     def __init__(self, site: Site, weight: torch.Tensor, bias: float = 0.0) -> None:
         if weight.ndim != 1:
@@ -201,6 +204,21 @@ class LinearSignal:
     def p_true(self, acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         x = acts[self.site.key].float()
         return torch.sigmoid(x @ self.weight.to(x.device) + self.bias)
+
+
+def fit_linear_signal(lm: LoadedModel, records: Sequence[Record], site: Site | str, *, c: float = 1.0,
+                      batch_size: int = 16, chat: bool = False, progress: bool = False) -> LinearSignal:
+    """A logistic probe (label 1 = on track) on ``site`` at the last token of ``prompt + answer``: the same
+    batched solver as ITI's head probes (scikit-learn's ``LogisticRegression(C=c)`` objective), one "head" of the
+    site's full width. For FASB with a residual-stream probe instead of ITI's heads."""
+    st = Site.parse(site) if isinstance(site, str) else site
+    ex = _examples(records)
+    cap = capture(lm, [(r.prompt, r.answer) for r in ex], [st], positions="last", batch_size=batch_size, chat=chat,
+                  progress=progress)
+    x = cap.acts[st.key].float()
+    y = torch.tensor([r.label for r in ex], dtype=torch.long)
+    probes = fit_head_probes(x[:, None, None, :], y, c=c)
+    return LinearSignal(st, probes.weights[0, 0].float(), float(probes.biases[0, 0]))
 
 
 # ---------------------------------------------------------------------------------------------
