@@ -102,6 +102,13 @@ def reference_loop(lm: Any, fit: Any, prompt_ids: Sequence[int], max_new: int) -
     return gen[:cut], fired
 
 
+def _save(path: Path, rec: dict[str, Any]) -> None:
+    from steerlab.files import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
@@ -109,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--json", type=Path, default=ROOT / "docs" / "bench" / "fasb_cost.json")
     ap.add_argument("--write-docs", action="store_true", help=f"replace '{SECTION}' in docs/benchmarks.md")
+    ap.add_argument("--loop-prompts", type=int, default=None,
+                    help="time the reference loop on this many prompts of a batch and scale to the batch (it runs "
+                         "one prompt at a time); default: all")
+    ap.add_argument("--fresh", action="store_true", help="ignore the rows already in --json (default: resume)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     import steerlab as sl
@@ -127,14 +138,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     lengths = [int(x) for x in args.lengths.split(",")]
     batches = [int(x) for x in args.batches.split(",")]
     start = _uptime()
+    old = json.loads(args.json.read_text()) if args.json.exists() and not args.fresh else None
     rec: dict[str, Any] = {"model": lm.name, "threads": torch.get_num_threads(), "torch": torch.__version__,
                            "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                            "uptime_start": start, "config": {"k": 24, "alpha": 60.0, "threshold": 0.6, "s": 10},
-                           "rows": []}
+                           "rows": [] if old is None else old["rows"]}
+    if old is not None:
+        rec["uptime_start"] = old.get("uptime_start", start)
+        rec.setdefault("uptime_more", []).append(start)
+    done = {(r["new_tokens"], r["batch"]) for r in rec["rows"]}
     steer_ref = fit.steering(lm)
     steer_cached = fit.steering(lm, semantics="cached")
     for n in lengths:
         for b in batches:
+            if (n, b) in done:
+                continue
             chunk = prompts[:b]
             runs = {"plain": lambda: sl.generate(lm, chunk, max_new_tokens=n),
                     "fasb_reference": lambda: fasb_generate(lm, chunk, steer_ref, max_new_tokens=n),
@@ -153,10 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     finally:
                         handle.remove()
                     steps[name] = count[0]  # forward passes: the prompt pass + one per decode step
+            n_loop = b if args.loop_prompts is None else min(b, args.loop_prompts)
             t = time.perf_counter()
-            loop = [reference_loop(lm, fit, lm.encode([p])["input_ids"][0].tolist(), n) for p in chunk]
-            t_loop = time.perf_counter() - t
-            same = sum(a == toks for a, (toks, _) in zip(outs["fasb_reference"].tokens, loop))
+            loop = [reference_loop(lm, fit, lm.encode([p])["input_ids"][0].tolist(), n) for p in chunk[:n_loop]]
+            t_loop = (time.perf_counter() - t) * b / n_loop  # one prompt at a time: scaled to the batch
+            same = sum(a == toks for a, (toks, _) in zip(outs["fasb_reference"].tokens[:n_loop], loop))
             med = {k: statistics.median(v) for k, v in times.items()}
             row = {"new_tokens": n, "batch": b, "seconds": {**{k: [round(x, 3) for x in v] for k, v in times.items()},
                                                             "reference_loop": round(t_loop, 3)},
@@ -168,16 +187,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "reference_loop_over_fasb": round(t_loop / med["fasb_reference"], 2),
                    "backtrack_rate": sum(outs["fasb_reference"].backtracked) / b,
                    "backtrack_rate_cached": sum(outs["fasb_cached"].backtracked) / b,
-                   "reference_loop_backtrack_rate": sum(f for _, f in loop) / b,
-                   "identical_to_reference_loop": f"{same}/{b}",
+                   "reference_loop_backtrack_rate": sum(f for _, f in loop) / n_loop,
+                   "identical_to_reference_loop": f"{same}/{n_loop}", "reference_loop_prompts_timed": n_loop,
+                   "repeats": args.repeats,
                    "tokens": {"plain": sum(len(t) for t in outs["plain"].tokens),
                               "fasb_reference": sum(len(t) for t in outs["fasb_reference"].tokens)}}
             rec["rows"].append(row)
             print(json.dumps(row), flush=True)
+            _save(args.json, rec)  # after every row: an interrupted run resumes from here
     rec["uptime_end"] = _uptime()
     rec["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rec, indent=1) + "\n")
+    rec["rows"].sort(key=lambda r: (r["new_tokens"], r["batch"]))
+    _save(args.json, rec)
     if args.write_docs:
         lines = [f"Command: `OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python benchmarks/fasb_cost.py --repeats "
                  f"{args.repeats} --write-docs` (raw: `docs/bench/fasb_cost.json`).", "",
@@ -187,8 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "Embedded SmolLM2-135M-Instruct, float32, greedy, 8 fixed TruthfulQA generation prompts (~340 "
                  "prompt tokens: instruction + 6-shot primer), no stop string. FASB with the reference script's "
                  "settings (K 24, alpha 60, threshold 0.6, s 10) on the fold-0 ITI fit. Fast settings: median of "
-                 f"{args.repeats} interleaved rounds; the reference loop (no KV cache, full recompute per step, one "
-                 "prompt at a time, written from `tqa_run_answers`) once. 'backtracks' = rows that backed up.", "",
+                 f"{args.repeats} interleaved rounds (fewer where the row says so); the reference loop (no KV cache, "
+                 "full recompute per step, one prompt at a time, written from `tqa_run_answers`) once, on every "
+                 "prompt of the batch or, where the last column says k/8, on the first k and scaled by 8/k. "
+                 "'backtracks' = rows that backed up. Forward passes = the prompt pass + one per decode step; "
+                 "'per pass' divides each time by its passes.", "",
                  "| new tokens | batch | plain s | FASB reference s (x plain) | FASB cached s (x plain) | forward "
                  "passes plain / FASB | per pass: reference, cached (x plain) | reference loop s | loop / FASB "
                  "reference | backtracks | tokens: FASB = loop |",

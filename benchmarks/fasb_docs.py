@@ -174,7 +174,9 @@ def _general_section(out: Path) -> list[str]:
             f"`{rec['behavior']}` (CAA A/B, {rec['n_test']} test items): CAA's residual vector at layer {rec['layer']} "
             f"as the shift (alpha = CAA's chosen multiplier {rec['alpha']:g}), a logistic probe on the residual stream "
             f"of that layer at the answer letter as the signal (train accuracy {100 * rec['probe']['train_acc']:.1f} "
-            f"%), FASB's MC rule; threshold {rec['threshold']:g} chosen on {rec['n_val']} validation items. "
+            f"%), FASB's MC rule; threshold {rec['threshold']:g} and s {rec['s']} chosen on {rec['n_val']} validation "
+            "items (thresholds 0.3 / 0.5 / 0.7, s 10 / 2 / 1: an A/B answer is 3 tokens, so with s = 10 only its "
+            "closing parenthesis is checked). "
             f"{100 * rec['test_flagged_options']:.0f} % of the test answer options were flagged.", "",
             "| method | p(matching) | matching rate |", "|---|---:|---:|",
             *(f"| {k} | {v['p_matching']:.3f} | {100 * v['matching_rate']:.0f} % |"
