@@ -19,7 +19,29 @@ ABL_TEXT = {"fixed": "all fixed (detect=always, strength alpha: ITI in the refer
 CHANGES = {"fixed": {"detect": "always", "adaptive": False}, "no_backtrack": {"backtrack": False},
            "question": {"detect": "question"}, "no_adaptive": {"adaptive": False}}
 #: written after reading the tables (kept here so that `--stage docs` reproduces the page)
-NOTES: list[str] = []
+NOTES: list[str] = [
+    "- **Status (session of 2026-11-30):** FASB's main MC and generation rows, the cost table and the CAA + residual "
+    "probe run are done; the ablations, the six MC tasks and a threshold sweep that reaches the range where the "
+    "backtrack rate moves are still to run (the commands above resume). So whether the paper's ablation ordering "
+    "holds on this model is not known yet.",
+    "- **MC: FASB far above ITI and CAA, for a reason to keep in mind.** MC2 68 vs ITI 50.9 and CAA 50.7 (table). "
+    "Validation chose alpha = 240 in both folds (the largest values win): FASB's MC rule re-scores every answer its "
+    "probes flag with that shift from `pos - s` on, which drives the flagged answer's log-likelihood far down. MC1 / "
+    "MC2 then mostly say which answers the probes flag on unsteered activations: they measure the probes as answer "
+    "classifiers more than steering. The reference's MC gains (MC1 48.7 vs ITI 38.3) come from the same rule.",
+    "- **Generation: FASB is below ITI on this model:** True*Info 50.6 vs 55.1, paired -4.5 [-7.7, -1.5] on all 817 "
+    "questions; above CAA (+6.3 [+2.8, +9.7]) and the unsteered model (+10.7 [+7.0, +14.2]), at a coherence close to "
+    "ITI's (-1.07 vs -1.13 nats/token).",
+    "- **The detector does not select here.** At the thresholds validation chose (0.6 in both folds) every answer "
+    "backs up, about three in four at the very first check (token 10: everything dropped, then steered from the "
+    "start), with p_true about 0.45-0.49 at the trigger. On this 135M model FASB is therefore ITI with about half of "
+    "alpha, in the reference's semantics (earlier tokens' keys/values unsteered), not the selective steering of the "
+    "paper. The grid (0.5-0.7, around the reference's 0.6) never reached thresholds where fewer answers back up "
+    "(the backtrack-rate plot is flat at 100 %); that sweep is the next run.",
+    "- **The mechanism is general:** with CAA's residual vector and a residual-stream probe, FASB's MC rule gives "
+    "p(matching) 0.688 on survival-instinct's 50 test items, against CAA's 0.664 and 0.526 unsteered (no interval: "
+    "50 items).",
+]
 
 
 def _name(fold: int, split: str, method: str, cfg: dict[str, Any]) -> str:
@@ -129,6 +151,9 @@ def _gen_section(out: Path) -> list[str]:
         lines.append(f"| {label} | {cfgs} | {m['n']} | {T._pct(m['true'])} | {T._pct(m['info'])} | "
                      f"{T._pct(m['true_info'])} | {m.get('coherence', float('nan')):.3f} | "
                      f"{T._pct(m.get('degenerate'))} | {_bt(rows)} | {d['iti']} | {d['caa']} | {d['none']} |")
+    if fasb is not None and len(fasb) < 817:
+        lines += ["", f"**Partial:** FASB's generation row covers {len(fasb)} of 817 test questions so far (the run "
+                  "resumes); its paired differences use those questions only."]
     lines += ["", "Ablations on the same questions (the first questions of each fold's seeded order; FASB's own row "
               "recomputed on them):", "",
               "| variant | n | True | Info | True*Info | coherence | degenerate | backtracked | True*Info vs FASB |",
@@ -142,7 +167,8 @@ def _gen_section(out: Path) -> list[str]:
             sub = [r for r in (fasb if a == "FASB" else rows) if r["question"] in qs]
             m = T._gen_metrics(sub)
             vs = "-" if a == "FASB" else T._ti_delta(sub, [r for r in fasb if r["question"] in qs])
-            lines.append(f"| {a if a == 'FASB' else ABL_TEXT[a]} | {m['n']} | {T._pct(m['true'])} | "
+            part = " (partial: the run resumes)" if a != "FASB" and m["n"] < 400 else ""
+            lines.append(f"| {a if a == 'FASB' else ABL_TEXT[a] + part} | {m['n']} | {T._pct(m['true'])} | "
                          f"{T._pct(m['info'])} | {T._pct(m['true_info'])} | {m.get('coherence', float('nan')):.3f} | "
                          f"{T._pct(m.get('degenerate'))} | {_bt(sub)} | {vs} |")
     return lines + [""]
