@@ -119,6 +119,16 @@ class FASBCtx(Ctx):
             for name in ablations:
                 self.gen_unit(fold, "test", "fasb", {**cfg, **ABLATIONS[name]}, sub)
 
+    def run_threshold_sweep(self, folds: Sequence[int], n_val: int, thresholds: Sequence[float]) -> None:
+        """The backtrack rate (and True / Info / coherence) across thresholds at the generation-chosen alpha, on the
+        same validation questions: for the plot, after the choice (the grid around the reference's 0.6 backtracked
+        on every answer)."""
+        for fold in folds:
+            cfg = self.choose_fasb_gen(fold, n_val)
+            qs = self.gen_questions(fold, "val", n_val)
+            for t in thresholds:
+                self.gen_unit(fold, "val", "fasb", {**cfg, "threshold": float(t)}, qs)
+
     def run_mc6(self, limit: int, seed: int = 0, ablations: Sequence[str] = GEN_ABLATIONS) -> None:  # type: ignore[override]
         """Every method on the six tasks with fold-0 TruthfulQA fits and fold-0 MC choices (``mc6_v2/``)."""
         from steerlab.data.registry import load_dataset
@@ -148,7 +158,7 @@ class FASBCtx(Ctx):
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", required=True, choices=["mc", "gen", "mc6", "general", "docs"])
+    ap.add_argument("--stage", required=True, choices=["mc", "gen", "sweep", "mc6", "general", "docs"])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tqa_v2"))
     ap.add_argument("--fold", type=int, choices=[0, 1], default=None)
     ap.add_argument("--gen-val", type=int, default=T.GEN_VAL)
@@ -175,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.stage == "gen":
         abl = [a for a in args.gen_ablations.split(",") if a]
         ctx.run_fasb_gen(folds, args.gen_val, args.gen_per_fold, abl, args.gen_ablation_per_fold)
+    elif args.stage == "sweep":
+        ctx.run_threshold_sweep(folds, args.gen_val, (0.1, 0.2, 0.3, 0.4))
     elif args.stage == "mc6":
         ctx.run_mc6(args.mc6_limit, ablations=mc_abl)
     elif args.stage == "general":

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
-from ..interventions.add import check_steer_from
 from ..interventions.fasb import FASBConfig, FASBFit
 from ..models import LoadedModel
 from .base import FittedMethod, config_to_dict
@@ -24,38 +23,23 @@ __all__ = ["FASBMethodConfig", "FASB"]
 
 
 @dataclass(frozen=True)
-class FASBMethodConfig:
-    """FASB's options (:class:`~steerlab.interventions.fasb.FASBConfig`; the reference script's values are the
-    defaults) plus ITI's fit options and ``steer_from`` (where the MC scan starts: ITI's reference position)."""
+class FASBMethodConfig(FASBConfig):
+    """FASB's options (:class:`~steerlab.interventions.fasb.FASBConfig`: the reference script's values are the
+    defaults, ITI's fit options included) plus the harness's ``steer_from`` (where the MC scan starts: ITI's
+    reference position), ``sigma`` and ``probe_split`` (:class:`~steerlab.methods.iti.ITIMethodConfig`)."""
 
-    k: int = 24
-    alpha: float = 60.0
-    threshold: float = 0.6
-    s: int = 10
-    direction: str = "mass_mean"
-    semantics: str = "reference"
-    adaptive: bool = True
-    backtrack: bool = True
-    detect: str = "answer"
-    max_backtracks: int = 1
-    monitor_after: bool = False
-    reestimate: bool = False
-    val_fraction: float = 0.2
-    seed: int = 42
-    c: float = 1.0
-    batch_size: int = 16
     steer_from: str = "second_answer"
     sigma: str = "reference"
     probe_split: str = "given"
-    ties: str = "other"
 
     def __post_init__(self) -> None:
-        check_steer_from(self.steer_from)
-        self.fasb_config()  # validates threshold, s, semantics, detect, ...
+        super().__post_init__()
+        if self.chat:
+            raise ValueError("chat is not an option of the harness method fasb: the evaluators format the prompts")
+        self.iti_method_config()  # validates steer_from, sigma, probe_split
 
     def fasb_config(self) -> FASBConfig:
-        names = {f.name for f in fields(FASBConfig)}
-        return FASBConfig(**{k: v for k, v in config_to_dict(self).items() if k in names})
+        return FASBConfig(**{f.name: getattr(self, f.name) for f in fields(FASBConfig)})
 
     def iti_method_config(self) -> ITIMethodConfig:
         return ITIMethodConfig(k=self.k, alpha=1.0, direction=self.direction, val_fraction=self.val_fraction,
