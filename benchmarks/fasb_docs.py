@@ -21,8 +21,9 @@ CHANGES = {"fixed": {"detect": "always", "adaptive": False}, "no_backtrack": {"b
 #: written after reading the tables (kept here so that `--stage docs` reproduces the page)
 NOTES: list[str] = [
     "- **Status (session of 2026-11-30):** FASB's main MC and generation rows, the cost table and the CAA + residual "
-    "probe run and the low-threshold sweep are done; the ablations and the six MC tasks are still to run (the "
-    "commands above resume). So whether the paper's ablation ordering holds on this model is not known yet.",
+    "probe run, the low-threshold sweep and the MC 'all fixed' ablation are done; the other ablations and the six "
+    "MC tasks are still to run (the commands above resume). So whether the paper's ablation ordering holds on this "
+    "model is not known yet.",
     "- **MC: FASB far above ITI and CAA, for a reason to keep in mind.** MC2 68 vs ITI 50.9 and CAA 50.7 (table). "
     "Validation chose alpha = 240 in both folds (the largest values win): FASB's MC rule re-scores every answer its "
     "probes flag with that shift from `pos - s` on, which drives the flagged answer's log-likelihood far down. MC1 / "
