@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 from rich.text import Text
 
 from .data.registry import load_dataset
+from .evals.commands import parse_method_options
 from .evals.truthfulqa import train_val_split
 from .backtrack import FASBOutput, fasb_generate
 from .interventions.fasb import FASBConfig, FASBFit, fit_fasb, load_fasb, save_fasb
@@ -83,14 +84,10 @@ def parse_overrides(options: Sequence[str] | None) -> dict[str, Any]:
     """``KEY=VALUE`` generation overrides of a fit's settings, typed like :class:`FASBConfig`'s fields."""
     types = _field_types(FASBConfig)
     out: dict[str, Any] = {}
-    for opt in options or ():
-        key, sep, value = opt.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ValueError(f"bad --param '{opt}': use KEY=VALUE, e.g. threshold=0.5")
+    for key, value in parse_method_options(options).items():
         if key not in GENERATION_OPTIONS:
             raise ValueError(f"unknown fasb option '{key}' for generation: use one of {', '.join(GENERATION_OPTIONS)}")
-        out[key] = _coerce(value.strip(), types[key], key)
+        out[key] = _coerce(value, types[key], key)
     return out
 
 
