@@ -156,7 +156,7 @@ def info(
 
 
 #: `steerlab fit [METHOD] PAIRS_FILE`: the vector fitters of steerlab.fit, plus ITI (per-head probes)
-_FIT_METHODS = ("mean_diff", "caa", "pca", "probe", "iti", "fasb")
+_FIT_METHODS = ("mean_diff", "caa", "pca", "probe", "iti", "fasb", "psr")
 
 
 def _fit_spec(spec: list[str], method_opt: str | None) -> tuple[str, Path | None]:
@@ -206,6 +206,13 @@ def fit(
     chat: bool = typer.Option(False, "--chat/--no-chat", help="Wrap texts in the chat template."),
     batch_size: int = typer.Option(8, min=1),
     streaming: bool = typer.Option(False, help="Keep running statistics only (flat memory). Not for iti."),
+    gate: Optional[str] = typer.Option(None, help="psr: relu (PSR, default) | constant (a trained constant vector)."),
+    objective: Optional[str] = typer.Option(None, help="psr: mse (prompt steering imitation, default) | ll."),
+    epochs: Optional[int] = typer.Option(None, help="psr: training epochs (default 15 for mse, 7 for ll)."),
+    draws: Optional[int] = typer.Option(None, help="psr: sampled responses per question and instruction (default 1)."),
+    judge: Optional[str] = typer.Option(None, help="psr: proxy (cross-fitted MiniLM trait proxy, default) | none."),
+    work_dir: Optional[Path] = typer.Option(None, help="psr: sample cache + training checkpoint (default OUT.work/); "
+                                                       "a killed fit continues from it."),
 ) -> None:
     """Fit a steering vector (CAA / PCA / probe at chosen layers, or ITI over all heads) from contrastive pairs
     and save it as safetensors + JSON; `steerlab generate --vector` uses either kind."""
@@ -222,6 +229,18 @@ def fit(
                                        ("--limit", limit is not None)) if on]
     if fasb_only and how != "fasb":
         raise ValueError(f"{', '.join(fasb_only)} are options of fasb: use `steerlab fit fasb ...`")
+    psr_only = [name for name, on in (("--gate", gate is not None), ("--objective", objective is not None),
+                                      ("--epochs", epochs is not None), ("--draws", draws is not None),
+                                      ("--judge", judge is not None), ("--work-dir", work_dir is not None)) if on]
+    if psr_only and how != "psr":
+        raise ValueError(f"{', '.join(psr_only)} are options of psr: use `steerlab fit psr TRAIT ...`")
+    if how == "psr":
+        assert pairs_file is not None
+        _fit_psr(str(pairs_file), out, model, layers, positions, gate, objective, epochs, draws, judge, work_dir,
+                 [name for name, on in (("--k", k is not None), ("--alpha", alpha is not None),
+                                        ("--direction", direction != "mass_mean"), ("--site", site != "residual"),
+                                        ("--streaming", streaming), ("--chat", chat)) if on])
+        return
     if how == "fasb":
         from .fasb_commands import fasb_config, fit_fasb_command
 
@@ -277,6 +296,29 @@ def fit(
     _console().print(f"fitted {how} vector on {len(pairs)} pairs at {len(vec.vectors)} site(s) -> {path}\nnorms: {norms}")
 
 
+def _fit_psr(source: str, out: Path, model: str, layers: str | None, positions: str, gate: str | None,
+             objective: str | None, epochs: int | None, draws: int | None, judge: str | None, work_dir: Path | None,
+             unused: list[str]) -> None:
+    """``steerlab fit psr TRAIT``: sample, filter, train, save (see :mod:`steerlab.psr_commands`)."""
+    from .psr_commands import PSRFitSettings, fit_psr_command, trait_definition
+
+    if unused:
+        raise ValueError(f"{', '.join(unused)} do(es) not apply to psr")
+    trait = trait_definition(source)  # a bad trait file fails before the model loads
+    pos = {"last": "answer_only"}.get(positions, positions)
+    probe = PSRFitSettings(layers=(0,), gate=gate or "relu", objective=objective or "mse", positions=pos,
+                           epochs=epochs, draws=draws or 1, judge=judge or "proxy")
+    lm = _load(model)
+    layer_list = ([lm.adapter.n_layers // 2] if layers in (None, "middle")
+                  else _parse_layers(layers, lm.adapter.n_layers))
+    settings = PSRFitSettings(layers=tuple(layer_list), gate=probe.gate, objective=probe.objective, positions=pos,
+                              epochs=epochs, draws=probe.draws, judge=probe.judge)
+    wd = work_dir if work_dir is not None else out.with_name(out.stem + ".work")
+    with _warnings_to_stderr():
+        _, summary = fit_psr_command(lm, trait, settings, out, wd)
+    _console().print(summary, markup=False, soft_wrap=True)
+
+
 def _read_prompt_args(prompts: list[str] | None, prompts_file: Path | None) -> list[str]:
     from .generate import check_prompts
     from .io import read_prompts
@@ -312,6 +354,7 @@ def generate(
     artifact: Optional[Path] = typer.Option(None, "--artifact", "-a", help="fasb: the fit from `steerlab fit fasb`."),
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="fasb: override a setting KEY=VALUE "
                                                                           "(repeatable), e.g. threshold=0.5 alpha=30."),
+    show_gates: bool = typer.Option(False, "--show-gates", help="psr: shade each generated token by its gate value."),
 ) -> None:
     """Generate text, optionally steered by a vector (--compare shows both), or with FASB (--method fasb --artifact
     FILE: where it backed up is marked). Ctrl-C prints what was generated."""
@@ -319,8 +362,17 @@ def generate(
     from .checks import check_strength
 
     items = _read_prompt_args(prompts, prompts_file)
-    if method not in ("vector", "fasb"):
-        raise ValueError(f"unknown generate method '{method}': use vector or fasb")
+    if method not in ("vector", "fasb", "psr"):
+        raise ValueError(f"unknown generate method '{method}': use vector, fasb or psr")
+    if show_gates and method != "psr":
+        raise ValueError("--show-gates belongs to --method psr")
+    if method == "psr":
+        _generate_psr(items, model, artifact, strength, max_new_tokens, temperature, seed, stop, chat, batch_size,
+                      as_json, show_gates,
+                      [name for name, on in (("--vector", vector is not None), ("--where", where is not None),
+                                             ("--compare", compare), ("--param", bool(param)),
+                                             ("--top-p", top_p != 1.0)) if on])
+        return
     if method == "fasb":
         _generate_fasb(items, model, artifact, param, max_new_tokens, temperature, stop, chat, batch_size, as_json,
                        [name for name, on in (("--vector", vector is not None), ("--strength", strength is not None),
@@ -393,6 +445,43 @@ def _generate_fasb(items: list[str], model: str, artifact: Path | None, param: l
     _console().print(table)
 
 
+def _generate_psr(items: list[str], model: str, artifact: Path | None, strength: float | None, max_new_tokens: int,
+                  temperature: float, seed: int | None, stop: list[str] | None, chat: bool, batch_size: int,
+                  as_json: bool, show_gates: bool, unused: list[str]) -> None:
+    """``generate --method psr``: steered by a saved PSR model (``--strength`` sets its alpha)."""
+    from .artifacts import load_intervention
+    from .checks import check_strength
+    from .interventions.psr import PSR_KIND, GatedSteering
+    from .psr_commands import generate_psr_command, render_gates
+
+    if unused:
+        raise ValueError(f"{', '.join(unused)} do(es) not apply to --method psr")
+    if artifact is None:
+        raise ValueError("--method psr needs --artifact FILE (from `steerlab fit psr`)")
+    alpha = None if strength is None else check_strength(strength, "--strength")
+    art = load_intervention(artifact, kind=PSR_KIND)  # a bad file fails before the model loads
+    lm = _load(model)
+    module = GatedSteering.from_artifact(art, lm)
+    if alpha is not None:
+        module.alpha = alpha
+    chat = chat and lm.has_chat_template
+    with _warnings_to_stderr():
+        rows = generate_psr_command(lm, module, items, max_new_tokens, chat, batch_size, temperature, seed, stop)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row.to_dict() if show_gates else {"prompt": row.prompt, "output": row.text}))
+        return
+    top = max((g for row in rows for g in row.gates), default=0.0)
+    title = f"{lm.name} | psr {artifact.name} | alpha {module.alpha:g}" + (
+        f" | gates shaded, darkest = {top:.3g}" if show_gates else "")
+    table = Table(title=title, show_lines=True, expand=True)
+    table.add_column("prompt", ratio=1)
+    table.add_column("output", ratio=3)
+    for row in rows:
+        table.add_row(row.prompt, render_gates(row, top) if show_gates else row.text)
+    _console().print(table)
+
+
 def _generate_batched(lm: Any, items: list[str], runs: list[tuple[str, Any]], strength: float, where: str | int,
                       max_new_tokens: int, temperature: float, top_p: float, seed: int | None, stop: Any,
                       chat: bool, batch_size: int) -> tuple[dict[str, list[str]], bool]:
@@ -432,6 +521,42 @@ def _print_side_by_side(items: list[str], results: dict[str, list[str]], title: 
     for i, p in enumerate(items):
         table.add_row(p, *(results[name][i] for name in results))
     _console().print(table)
+
+
+analyze_app = typer.Typer(help="Analyse what steering does to the activations.", no_args_is_help=True)
+app.add_typer(analyze_app, name="analyze")
+
+
+@analyze_app.command("prompt-steering")
+@_errors
+def analyze_prompt_steering(
+    trait: str = typer.Argument(..., help="A Persona Vectors trait name (e.g. evil) or a trait JSON file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.json, heatmap.png and the sample cache."),
+    model: str = ModelOpt,
+    n: int = typer.Option(8, "--n", min=1, help="Prompt pairs (positive samples) to analyse."),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
+    seed: int = typer.Option(0),
+) -> None:
+    """Prompt steering seen as activation steering: the per-layer, per-token change a trait's system prompt makes
+    to its own responses (accumulated and local), how concentrated it is over tokens, and a heatmap."""
+    from .psr_commands import analyze_command, trait_definition
+
+    definition = trait_definition(trait)
+    lm = _load(model)
+    with _warnings_to_stderr():
+        report = analyze_command(lm, definition, out, n_pairs=n, max_new_tokens=max_new_tokens, seed=seed)
+    table = Table(title=f"prompt steering | {definition.trait} | {lm.name} | {report['n_pairs']} pairs "
+                        "(constant steering: top-10% share 0.10, CV 0)")
+    for col in ("mode", "layer", "top-10% share", "CV", "p90/p10", "constant R^2", "per-token R^2"):
+        table.add_column(col)
+    for mode, c in report["modes"].items():
+        for i, layer in enumerate(c["layers"]):
+            if layer % 5 == 0 or layer == c["layers"][-1]:
+                table.add_row(mode, str(layer), f"{c['top10_share'][i]:.2f}", f"{c['cv'][i]:.2f}",
+                              f"{c['ratio_p90_p10'][i]:.1f}", f"{c['constant_r2'][i]:.2f}",
+                              f"{c['per_token_r2'][i]:.2f}")
+    _console().print(table)
+    _console().print(f"report: {out / 'report.json'}  heatmap: {out / 'heatmap.png'}")
 
 
 @app.command("export-gguf")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any, Mapping
 
 from . import DataNotFoundError, data_dir
@@ -21,7 +22,7 @@ from .records import (
     parse_rows,
 )
 
-__all__ = ["PV_SPLITS", "persona_vector_traits", "load_trait", "load_persona_vectors"]
+__all__ = ["PV_SPLITS", "persona_vector_traits", "load_trait", "load_trait_file", "load_persona_vectors"]
 
 PathLike = str | os.PathLike[str] | None
 PV_SPLITS: Mapping[str, str] = {"extract": "persona_vectors/trait_data_extract",
@@ -47,16 +48,49 @@ def load_trait(trait: str, split: str = "extract", root: PathLike = None) -> Per
     path = data_dir(root) / PV_SPLITS[split] / f"{trait}.json"
     if not path.is_file():
         raise DataNotFoundError(f"Persona Vectors file not found: {path}")
+    return load_trait_file(path, trait)
+
+
+def _instructions(d: Mapping[str, Any]) -> list[Any]:
+    """``instruction`` (``[{pos, neg}, ...]``), or a user's ``positive`` (+ optional ``negative``) text(s)."""
+    if "instruction" in d:
+        if not isinstance(d["instruction"], list):
+            raise TypeError("'instruction' must be a list of {pos, neg} objects")
+        return list(d["instruction"])
+    if "positive" not in d:
+        raise KeyError("instruction")
+    pos, neg = d["positive"], d.get("negative", "")
+    pos_list = pos if isinstance(pos, list) else [pos]
+    neg_list = neg if isinstance(neg, list) else [neg] * len(pos_list)
+    if len(neg_list) != len(pos_list):
+        raise TypeError("'positive' and 'negative' must have the same number of entries")
+    return [{"pos": p, "neg": n} for p, n in zip(pos_list, neg_list)]
+
+
+def load_trait_file(path: str | os.PathLike[str], trait: str | None = None) -> PersonaVectorTrait:
+    """A trait definition file: the Persona Vectors format (``instruction``: ``[{pos, neg}]``, ``questions``,
+    ``eval_prompt``) or a user's own (``positive`` instruction(s), optional ``negative``, ``questions``, optional
+    ``eval_prompt``). ``trait`` defaults to the file's ``trait`` field or its name."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataNotFoundError(f"trait file not found: {p}")
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-        instr, questions, judge = d["instruction"], d["questions"], as_str(d["eval_prompt"], "eval_prompt")
-        if not isinstance(instr, list) or not isinstance(questions, list):
-            raise TypeError("'instruction' and 'questions' must be lists")
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise MalformedDataError(f"{path}: not a Persona Vectors trait file ({type(e).__name__}: {e})") from e
-    pairs = parse_rows(f"{path} (instruction)", enumerate(instr), _pair)
-    qs = parse_rows(f"{path} (questions)", enumerate(questions), lambda q: as_str(q, "question"))
-    return PersonaVectorTrait(trait, tuple(pairs), tuple(qs), judge)
+        d = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(d, Mapping):
+            raise TypeError("expected a JSON object")
+        instr = _instructions(d)
+        questions = d["questions"]
+        if not isinstance(questions, list):
+            raise TypeError("'questions' must be a list")
+        judge = as_str(d.get("eval_prompt", ""), "eval_prompt")
+        name = as_str(d.get("trait", trait or p.stem), "trait")
+    except KeyError as e:
+        raise MalformedDataError(f"{p}: not a trait file: it lacks the field {e.args[0]!r}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+        raise MalformedDataError(f"{p}: not a trait file ({type(e).__name__}: {e})") from None
+    pairs = parse_rows(f"{p} (instruction)", enumerate(instr), _pair)
+    qs = parse_rows(f"{p} (questions)", enumerate(questions), lambda q: as_str(q, "question"))
+    return PersonaVectorTrait(name, tuple(pairs), tuple(qs), judge)
 
 
 def load_persona_vectors(trait: str, split: str = "extract", root: PathLike = None) -> list[PersonaVectorQuestion]:

@@ -93,6 +93,7 @@ class CoherenceScorer:
     batch_size: int = 8
     n: int = 3
     threshold: float = DEGENERATE_AT
+    sep: str = " "
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -106,11 +107,12 @@ class CoherenceScorer:
 
     def score(self, prompts: Sequence[str], answers: Sequence[str], progress: bool = False) -> list[Coherence]:
         """``prompts[i]`` is the context the answer continues (e.g. ending in ``"\\nA:"``); the answer is
-        scored as ``" " + answer.strip()`` (an empty one as :data:`EMPTY_AS`)."""
+        scored as ``sep + answer.strip()`` (``sep``: a space after ``"A:"``, ``""`` after a chat template's
+        assistant header; an empty answer as :data:`EMPTY_AS`)."""
         if len(prompts) != len(answers):
             raise ValueError(f"{len(prompts)} prompts for {len(answers)} answers")
         texts = [a.strip() or EMPTY_AS for a in answers]
-        res = loglikelihood(self.lm, [(p, " " + t) for p, t in zip(prompts, texts)], batch_size=self.batch_size,
+        res = loglikelihood(self.lm, [(p, self.sep + t) for p, t in zip(prompts, texts)], batch_size=self.batch_size,
                             progress=progress, label="coherence")
         out = []
         for a, t, r in zip(answers, texts, res):

@@ -55,6 +55,8 @@ __all__ = [
     "RuleInfoJudge",
     "HFJudge",
     "OpenAIJudge",
+    "chat_completions_url",
+    "chat_completion",
     "CompositeJudge",
     "default_judge",
     "TRUTH_JUDGE_ID",
@@ -457,6 +459,44 @@ def _parse_verdict(text: str) -> tuple[bool | None, bool | None]:
     return found[0], found[1]
 
 
+def chat_completions_url(base_url: str) -> str:
+    """The chat-completions URL of an OpenAI-compatible ``base_url``: ``https://host/v1`` gets
+    ``/chat/completions``, a URL without ``/v1`` gets ``/v1/chat/completions``, a full
+    ``.../chat/completions`` URL is used as is."""
+    u = base_url.rstrip("/")
+    if u.endswith("/chat/completions"):
+        return u
+    return u + "/chat/completions" if u.endswith("/v1") else u + "/v1/chat/completions"
+
+
+def chat_completion(url: str, model: str, messages: list[dict[str, str]], headers: dict[str, str], *,
+                    timeout: float, max_retries: int, max_tokens: int = 64, who: str = "OpenAIJudge") -> str:
+    """POST one temperature-0 chat completion to ``url`` and return the reply's text.
+
+    Retries (up to ``max_retries`` more tries, waiting 1, 2, 4, ... s, at most 10 s) on HTTP 429 / 5xx
+    and network errors; any other HTTP error, or the last failure, is a RuntimeError that starts with ``who``.
+    """
+    body = json.dumps({"model": model, "messages": messages, "temperature": 0,
+                       "max_tokens": max_tokens}).encode()
+    last: Exception | None = None
+    for attempt in range(max_retries + 1):
+        req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                data = json.loads(resp.read().decode("utf-8"))
+            return str(data["choices"][0]["message"]["content"] or "")
+        except urllib.error.HTTPError as e:
+            last = e
+            with e:  # closes the connection the error holds
+                if e.code != 429 and e.code < 500:
+                    raise RuntimeError(f"{who}: HTTP {e.code} from {url}: {e.read()[:300]!r}") from e
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            last = e
+        if attempt < max_retries:
+            time.sleep(min(2.0 ** attempt, 10.0))
+    raise RuntimeError(f"{who}: {url} failed after {max_retries + 1} tries: {last}")
+
+
 @dataclass
 class OpenAIJudge(BaseJudge):
     """Truth and info from any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp server, ...).
@@ -481,10 +521,7 @@ class OpenAIJudge(BaseJudge):
 
     @property
     def url(self) -> str:
-        u = self.base_url.rstrip("/")
-        if u.endswith("/chat/completions"):
-            return u
-        return u + "/chat/completions" if u.endswith("/v1") else u + "/v1/chat/completions"
+        return chat_completions_url(self.base_url)
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
@@ -506,23 +543,8 @@ class OpenAIJudge(BaseJudge):
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         """POST one chat completion and return the message text (retries on 429 / 5xx / network errors)."""
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0, "max_tokens": 64}).encode()
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            req = urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    data = json.loads(resp.read().decode("utf-8"))
-                return str(data["choices"][0]["message"]["content"] or "")
-            except urllib.error.HTTPError as e:
-                last = e
-                if e.code != 429 and e.code < 500:
-                    raise RuntimeError(f"OpenAIJudge: HTTP {e.code} from {self.url}: {e.read()[:300]!r}") from e
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                last = e
-            if attempt < self.max_retries:
-                time.sleep(min(2.0 ** attempt, 10.0))
-        raise RuntimeError(f"OpenAIJudge: {self.url} failed after {self.max_retries + 1} tries: {last}")
+        return chat_completion(self.url, self.model, messages, self._headers(), timeout=self.timeout,
+                               max_retries=self.max_retries, who="OpenAIJudge")
 
     def judge_many(self, questions: Sequence[str], answers: Sequence[str],
                    items: Sequence[Any] | None = None) -> list[JudgeResult]:
