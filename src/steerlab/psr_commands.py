@@ -163,7 +163,7 @@ def analyze_command(lm: LoadedModel, trait: PersonaVectorTrait, out_dir: Path, n
         raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = sample_trait(lm, trait, out_dir / f"samples_{trait.trait}.jsonl", draws=draws, kinds=("pos",),
-                           max_new_tokens=max_new_tokens, seed=seed, progress=progress)
+                           max_new_tokens=max_new_tokens, seed=seed, limit=2 * n_pairs, progress=progress)
     usable = [s for s in samples if s.response][:n_pairs]
     if not usable:
         raise ValueError("every sampled response is empty: nothing to analyse")

@@ -107,9 +107,9 @@ def sample_jobs(trait: PersonaVectorTrait, draws: int = 1, kinds: Sequence[str] 
         raise ValueError(f"trait '{trait.trait}' has no questions")
     n_instr = len(trait.instructions)
     jobs = []
-    for kind in kinds:
-        for qi, q in enumerate(trait.questions):
-            for ii in range(n_instr):
+    for kind in kinds:  # instruction-major: the first jobs of a kind cover every question once
+        for ii in range(n_instr):
+            for qi, q in enumerate(trait.questions):
                 for d in range(draws):
                     jobs.append(Sample(kind, qi, ii, d, q, system_prompt(trait, kind, ii), ""))
     return jobs
@@ -159,14 +159,16 @@ def _append(path: Path, samples: Sequence[Sample], settings: SampleSettings) -> 
 
 def sample_trait(lm: LoadedModel, trait: PersonaVectorTrait, cache: str | os.PathLike[str], *, draws: int = 1,
                  kinds: Sequence[str] = KINDS, max_new_tokens: int = 64, temperature: float = 1.0,
-                 top_p: float = 1.0, seed: int = 0, batch_size: int = 8,
+                 top_p: float = 1.0, seed: int = 0, batch_size: int = 8, limit: int | None = None,
                  progress: bool | ProgressBar = False) -> list[Sample]:
-    """Draw every sample of :func:`sample_jobs` not yet in ``cache`` (see the module doc); returns all of them
-    in job order."""
+    """Draw every sample of :func:`sample_jobs` (the first ``limit`` of each kind) not yet in ``cache`` (see the
+    module doc); returns all of them in job order."""
     settings = SampleSettings(lm.name, trait.trait, max_new_tokens, float(temperature), float(top_p), seed)
     path = Path(cache)
     have = {s.key: s for s in read_samples(path, settings)}
     jobs = sample_jobs(trait, draws, kinds)
+    if limit is not None:
+        jobs = [j for k in kinds for j in [x for x in jobs if x.kind == k][:limit]]
     todo = [j for j in jobs if j.key not in have]
     with progress_for(progress, len(jobs), f"sampling {trait.trait}", "samples") as bar:
         bar.advance(len(jobs) - len(todo))
