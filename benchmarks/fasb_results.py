@@ -129,7 +129,8 @@ class FASBCtx(Ctx):
             for t in thresholds:
                 self.gen_unit(fold, "val", "fasb", {**cfg, "threshold": float(t)}, qs)
 
-    def run_mc6(self, limit: int, seed: int = 0, ablations: Sequence[str] = GEN_ABLATIONS) -> None:  # type: ignore[override]
+    def run_mc6(self, limit: int, seed: int = 0, ablations: Sequence[str] = GEN_ABLATIONS,  # type: ignore[override]
+                tasks: Sequence[str] | None = None) -> None:
         """Every method on the six tasks with fold-0 TruthfulQA fits and fold-0 MC choices (``mc6_v2/``)."""
         from steerlab.data.registry import load_dataset
         from steerlab.evals.multiple_choice import evaluate_prompts, to_prompts
@@ -139,7 +140,7 @@ class FASBCtx(Ctx):
         fasb = self.choose_fasb(0)
         runs.append(("fasb", "fasb", fasb))
         runs += [(f"fasb_{name}", "fasb", {**fasb, **ABLATIONS[name]}) for name in ablations]
-        for task in T.MC_TASKS:
+        for task in (tasks or T.MC_TASKS):
             items = load_dataset(task, limit=limit, seed=seed)
             for label, method, cfg in runs:
                 path = self.out / "mc6_v2" / f"{task}_{label}.json"
@@ -167,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gen-ablation-per-fold", type=int, default=None,
                     help="test questions per fold for the generation ablations (the seeded order's first N)")
     ap.add_argument("--mc6-limit", type=int, default=200)
+    ap.add_argument("--mc6-tasks", default="", help="comma-separated tasks, in this order (default: all six; a second "
+                                                   "process given them reversed shares the work)")
     ap.add_argument("--ablations", default=",".join(GEN_ABLATIONS),
                     help="MC and six-task ablations to run (fixed, no_backtrack, question, no_adaptive)")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -188,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.stage == "sweep":
         ctx.run_threshold_sweep(folds, args.gen_val, (0.1, 0.2, 0.3, 0.4))
     elif args.stage == "mc6":
-        ctx.run_mc6(args.mc6_limit, ablations=mc_abl)
+        ctx.run_mc6(args.mc6_limit, ablations=mc_abl, tasks=[t for t in args.mc6_tasks.split(",") if t] or None)
     elif args.stage == "general":
         import fasb_general
 
