@@ -5,35 +5,21 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from steerlab import cli
-from steerlab.cli import app
+from cli_support import error_line, run
 from steerlab.testing import tiny_model
 
-runner = CliRunner()
-DATA = os.environ.get("STEERLAB_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
 BOUND = "a finite number between -10000 and 10000"
 needs_proc = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs the unwritable /proc folder")
 
 
-def run(*args: Any, env: dict[str, str] | None = None):
-    base = {"HF_HUB_OFFLINE": "1", "STEERLAB_DEBUG": "", "STEERLAB_DATA": DATA}
-    return runner.invoke(app, [str(a) for a in args], env={**base, **(env or {})})
 
 
-def error_line(res, code: int = 1) -> str:
-    """The single stderr line of a failed command (asserting exit code, one line, no traceback)."""
-    assert res.exit_code == code, (res.exit_code, res.output)
-    err = res.stderr.strip()
-    assert "Traceback" not in res.output and "Traceback" not in err
-    assert len(err.splitlines()) == 1, err
-    return err
 
 
 @pytest.fixture(scope="module")

@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from steerlab.cli import app
+from cli_support import error_line, run
 from steerlab.fasb_commands import FASBRow, parse_overrides, render_row
 from steerlab.interventions.fasb import FASBConfig, load_fasb
 from steerlab.testing import tiny_model
 
-runner = CliRunner()
-DATA = os.environ.get("STEERLAB_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
-def run(*args: Any):
-    return runner.invoke(app, [str(a) for a in args], env={"HF_HUB_OFFLINE": "1", "STEERLAB_DEBUG": "",
-                                                             "STEERLAB_DATA": DATA, "COLUMNS": "250"})
 
 
-def error_line(res) -> str:
-    assert res.exit_code == 1, (res.exit_code, res.output)
-    err = res.stderr.strip()
-    assert "Traceback" not in res.output and len(err.splitlines()) == 1, err
-    return err
 
 
 @pytest.fixture(scope="module")

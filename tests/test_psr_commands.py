@@ -4,38 +4,25 @@ read back against a plain computation, and one-line errors."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import steerlab.psr_commands as psr_commands
-from steerlab.cli import app
+from cli_support import error_line, run
 from steerlab.interventions.psr import GatedSteering, load_psr, save_psr
 from steerlab.psr_commands import PSRFitSettings, PSRRow, fit_psr_command, generate_psr_command, render_gates
 from steerlab.psr_data import Sample
 from steerlab.data.records import InstructionPair, PersonaVectorTrait
 from steerlab.testing import tiny_model
 
-runner = CliRunner()
-DATA = os.environ.get("STEERLAB_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
 TRAIT = PersonaVectorTrait("pirate", (InstructionPair("Talk like a pirate, arr.", "Talk plainly."),),
                            ("How is the weather today?", "What did you eat for breakfast?"), "")
 
 
-def run(*args: Any):
-    return runner.invoke(app, [str(a) for a in args], env={"HF_HUB_OFFLINE": "1", "STEERLAB_DEBUG": "",
-                                                             "STEERLAB_DATA": DATA, "COLUMNS": "250"})
 
 
-def error_line(res) -> str:
-    assert res.exit_code == 1, (res.exit_code, res.output)
-    err = res.stderr.strip()
-    assert "Traceback" not in res.output and len(err.splitlines()) == 1, err
-    return err
 
 
 @pytest.fixture(scope="module")
