@@ -206,10 +206,12 @@ class GatedSteering(nn.Module):
         self.install(hm, prompt_lens, **kw)
         return hm
 
-    def traced(self, trace: GateTrace | None = None) -> "TracedGates":
-        """An intervention steering like this one and recording the gate values into ``trace`` (a new
-        :class:`GateTrace` when None; read it from the returned object's ``trace``)."""
-        return TracedGates(self, trace if trace is not None else GateTrace())
+    def traced(self, trace: GateTrace | None = None, alpha: float | None = None) -> "TracedGates":
+        """An intervention steering like this one (with ``alpha`` instead of the module's own, if given) and
+        recording the gate values into ``trace`` (a new :class:`GateTrace` when None; read it from the returned
+        object's ``trace``). The module itself is not changed, so one module can serve concurrent calls."""
+        return TracedGates(self, trace if trace is not None else GateTrace(),
+                           None if alpha is None else check_alpha(alpha))
 
     # --- artifacts -----------------------------------------------------------------------------
 
@@ -272,14 +274,16 @@ class GatedSteering(nn.Module):
 
 
 class TracedGates:
-    """:meth:`GatedSteering.traced`: steers like ``module`` and records each pass's gates into ``trace``."""
+    """:meth:`GatedSteering.traced`: steers like ``module`` (at ``alpha``, if given) and records each pass's gates
+    into ``trace``."""
 
-    def __init__(self, module: GatedSteering, trace: GateTrace) -> None:
+    def __init__(self, module: GatedSteering, trace: GateTrace, alpha: float | None = None) -> None:
         self.module = module
         self.trace = trace
+        self.alpha = alpha
 
     def install(self, hooks: HookManager, prompt_lens: torch.Tensor) -> None:
-        self.module.install(hooks, prompt_lens, trace=self.trace)
+        self.module.install(hooks, prompt_lens, trace=self.trace, alpha=self.alpha)
 
 
 def _user_start(lm: LoadedModel, system: str | None) -> tuple[str, int]:
