@@ -1,0 +1,276 @@
+"""PSR on the embedded model (issue #13 §5): none / prompting / CAA (difference of means) / constant-MSE /
+constant-LL / S-PSR (MSE, LL) / A-PSR (MSE) on Persona Vectors traits.
+
+Protocol, per trait (every unit writes one JSON file under ``--out``/<trait>/, so a rerun resumes):
+
+* **data** (``--stage data``): 300 samples of 48 tokens at temperature 1 on the trait's *extract* questions
+  (:func:`steerlab.psr_data.sample_trait`: 5 positive instructions, 5 negative, 5 plain draws x 20 questions),
+  filtered into triplets with the cross-fitted MiniLM trait proxy (:func:`~steerlab.psr_data.build_triplets`);
+  16 of the 20 extract questions train, 4 are the dev / validation questions (seeded split). The *evaluation*
+  proxy is fitted on all extract answers (pos vs neg instructions) and validated on answers to the trait's
+  *eval* questions (the first positive and negative instruction), which it never saw: its held-out accuracy is
+  reported beside every score.
+* **fit** (``--stage fit --method M``): M in ``spsr_mse, spsr_ll, const_mse, const_ll, apsr_mse`` (AdamW,
+  lr 1e-3, the spec's epochs, regulariser 0.1 for ReLU gates, answer-only positions, layer ``--layer``; A-PSR:
+  every layer) and ``dim`` (CAA: the difference of means at ``--layer``, nothing trained).
+* **eval** (``--stage eval --method M``): the strength is chosen on the dev questions (never the eval ones):
+  the largest ``alpha`` whose answers keep the coherence of *prompting* on those questions (the paper's TA@Cp),
+  by bisection; then the 20 eval questions are answered greedily (48 tokens) at that strength and scored by the
+  evaluation proxy (trait) and the coherence measure; the likelihood-based trait (the probability of the
+  behaviour-matching answer on the trait's Anthropic persona / CAA A/B set, 200 items) at the same strength.
+  ``none`` and ``prompt`` (the first positive instruction as the system prompt) are evaluated the same way.
+* ``--stage docs`` writes the PSR section of docs/results.md.
+
+    OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python benchmarks/psr_results.py --trait evil --stage data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+import steerlab as sl
+from steerlab.data.persona_vectors import load_trait
+from steerlab.evals.persona import evaluate_behavior_dataset
+from steerlab.evals.trait import EmbeddingTraitProxy
+from steerlab.files import atomic_write_text
+from steerlab.interventions.psr import GatedSteering, load_psr, save_psr
+from steerlab.prompt_steering import PromptPair, encode_triplet
+from steerlab.psr_data import build_triplets, cross_fitted_scores, sample_trait, system_prompt
+from steerlab.psr_eval import alpha_for_coherence, answer, difference_of_means, open_ended
+from steerlab.psr_train import PSRTrainConfig, train_psr
+
+ROOT = Path(__file__).resolve().parents[1]
+TITLE = "## PSR on the embedded model"
+#: the likelihood-based trait measure of each trait: a persona statement set or a CAA A/B set
+BEHAVIOUR = {"evil": "persona/psychopathy", "sycophantic": "caa/sycophancy", "hallucinating": "caa/hallucination"}
+METHODS = ("spsr_mse", "spsr_ll", "const_mse", "const_ll", "apsr_mse", "dim")
+N_DEV_QUESTIONS = 4
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+class Ctx:
+    def __init__(self, out: Path, trait: str, layer: int) -> None:
+        self.dir = out / trait
+        self.trait = load_trait(trait, "extract")
+        self.eval_trait = load_trait(trait, "eval")
+        self.layer = layer
+        self.lm = sl.load_model("embedded")
+        qs = list(range(len(self.trait.questions)))
+        random.Random(0).shuffle(qs)
+        self.dev_q = sorted(qs[:N_DEV_QUESTIONS])
+
+    # --- data ----------------------------------------------------------------------------------
+
+    def samples(self) -> list[Any]:
+        return sample_trait(self.lm, self.trait, self.dir / "samples_extract.jsonl", max_new_tokens=48,
+                            temperature=1.0, seed=0, progress=True)
+
+    def data(self) -> None:
+        samples = self.samples()
+        if not (self.dir / "triplets.json").is_file():
+            scores, fits = cross_fitted_scores(self.trait, samples, seed=0)
+            triplets, report, _ = build_triplets(self.lm, self.trait, samples, scores=scores, progress=True)
+            pos = [s for s in samples if s.kind == "pos"]
+            index = {(self.lm.format_prompt(s.question, chat=True, system=s.system), s.response): s.question_index
+                     for s in pos}
+            write_json(self.dir / "triplets.json", {
+                "report": report.to_dict(), "filter_proxies": [asdict(f) for f in fits],
+                "triplets": [{**asdict(t), "question": index[(t.steered_context, t.response)]} for t in triplets]})
+            log(f"triplets: {report.n_kept} of {report.n_positive} kept ({report})")
+        if not (self.dir / "proxy.json").is_file():
+            pos = [s.response for s in samples if s.kind == "pos" and s.response]
+            neg = [s.response for s in samples if s.kind == "neg" and s.response]
+            proxy, fit = EmbeddingTraitProxy.fit(self.trait.trait, pos, neg, seed=0)
+            ev = sample_trait(self.lm, self.eval_trait, self.dir / "samples_eval.jsonl", kinds=("pos", "neg"),
+                              max_new_tokens=48, temperature=1.0, seed=1, limit=len(self.eval_trait.questions),
+                              progress=True)
+            ev = [s for s in ev if s.response]
+            sc = proxy.score([s.question for s in ev], [s.response for s in ev])
+            acc = sum((v >= 0.5) == (s.kind == "pos") for s, v in zip(ev, sc)) / len(ev)
+            proxy.save(self.dir / "proxy.safetensors")
+            write_json(self.dir / "proxy.json", {"fit": asdict(fit), "eval_accuracy": acc, "n_eval": len(ev),
+                                                 "eval_mean_pos": _mean([v for s, v in zip(ev, sc) if s.kind == "pos"]),
+                                                 "eval_mean_neg": _mean([v for s, v in zip(ev, sc) if s.kind == "neg"])})
+            log(f"eval proxy: held-out {fit.test_accuracy:.3f}, eval-question accuracy {acc:.3f} on {len(ev)}")
+
+    def triplets(self) -> tuple[list[Any], list[Any]]:
+        rec = read_json(self.dir / "triplets.json")
+        if rec is None:
+            raise SystemExit("run --stage data first")
+        train, dev = [], []
+        for t in rec["triplets"]:
+            enc = encode_triplet(self.lm, PromptPair(t["context"], t["steered_context"], t["response"], t["score"]),
+                                 max_response_tokens=48)
+            (dev if t["question"] in self.dev_q else train).append(enc)
+        return train, dev
+
+    # --- fit -----------------------------------------------------------------------------------
+
+    def fit(self, method: str) -> GatedSteering:
+        path = self.dir / "fits" / f"{method}.safetensors"
+        if path.is_file():
+            return load_psr(path, self.lm)
+        train, dev = self.triplets()
+        layers = list(range(self.lm.adapter.n_layers)) if method.startswith("apsr") else [self.layer]
+        if method == "dim":
+            z = difference_of_means(self.lm, train, self.layer)
+            module = GatedSteering(self.lm, layers, gate="constant", init={"z": {self.layer: z}}, train_z=False)
+            save_psr(module, path, params={"method": method}, data={"n_train": len(train)})
+            return module
+        gate = "constant" if method.startswith("const") else "relu"
+        objective = method.split("_")[1]
+        module = GatedSteering(self.lm, layers, gate=gate, seed=0)
+        cfg = PSRTrainConfig(objective=objective)
+        t = time.time()
+        res = train_psr(self.lm, module, train, dev, cfg, checkpoint=self.dir / "fits" / f"{method}.ckpt",
+                        progress=True)
+        save_psr(module, path, params={"method": method, **asdict(cfg)},
+                 data={"n_train": len(train), "n_dev": len(dev)}, extra={"training": res.to_dict()})
+        log(f"fit {method}: {len(train)} triplets x {cfg.n_epochs} epochs, dev {res.dev_losses[0]:.3f} -> "
+            f"{res.dev_losses[-1]:.3f}, {res.seconds:.0f} s ({time.time() - t:.0f} s this call)")
+        return module
+
+    # --- eval ----------------------------------------------------------------------------------
+
+    def prompt_system(self) -> str:
+        return system_prompt(self.trait, "pos", 0) or ""
+
+    def eval(self, method: str) -> None:
+        path = self.dir / "eval" / f"{method}.json"
+        if path.is_file():
+            return
+        proxy = EmbeddingTraitProxy.load(self.dir / "proxy.safetensors")
+        dev_qs = [self.trait.questions[i] for i in self.dev_q]
+        eval_qs = list(self.eval_trait.questions)
+        t = time.time()
+        rec: dict[str, Any] = {"method": method, "trait": self.trait.trait}
+        module = None
+        alpha = None
+        if method != "none":
+            target = self._prompt_dev_coherence(dev_qs)
+            rec["target_coherence"] = target
+        if method not in ("none", "prompt"):
+            module = self.fit(method)
+            search = alpha_for_coherence(self.lm, module, dev_qs, target, hi=64.0 if method == "dim" else 16.0,
+                                         steps=6, max_new_tokens=48)
+            alpha = search.alpha
+            rec["search"] = {"alpha": alpha, "tried": search.tried}
+        system = self.prompt_system() if method == "prompt" else None
+        texts = answer(self.lm, eval_qs, module=module, alpha=alpha, system=system, max_new_tokens=48)
+        res = open_ended(self.lm, eval_qs, texts, proxy)
+        rec.update({"alpha": alpha, "open_ended": res.to_dict()})
+        behaviour = BEHAVIOUR.get(self.trait.trait)
+        if behaviour is not None:
+            ivs = [] if module is None else [module.traced(alpha=alpha)]
+            br = evaluate_behavior_dataset(self.lm, behaviour, limit=200, seed=0, interventions=ivs, system=system)
+            rec["behaviour"] = {"set": behaviour, "n": br.n, "p_matching": br.p_matching,
+                                "matching_rate": br.matching_rate}
+        rec["seconds"] = round(time.time() - t, 1)
+        write_json(path, rec)
+        log(f"eval {method}: alpha {alpha}, trait {res.trait:.3f}, coherence {res.coherence:.3f}, "
+            f"behaviour {rec.get('behaviour', {}).get('p_matching')}")
+
+    def _prompt_dev_coherence(self, dev_qs: Sequence[str]) -> float:
+        path = self.dir / "eval" / "prompt_dev.json"
+        rec = read_json(path)
+        if rec is None:
+            proxy = EmbeddingTraitProxy.load(self.dir / "proxy.safetensors")
+            texts = answer(self.lm, dev_qs, system=self.prompt_system(), max_new_tokens=48)
+            res = open_ended(self.lm, dev_qs, texts, proxy)
+            rec = res.to_dict()
+            write_json(path, rec)
+        return float(rec["coherence"])
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def docs(out: Path, traits: Sequence[str]) -> None:
+    lines = [TITLE, "", "Status: partial (issue #13 open). Command: `OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python "
+             "benchmarks/psr_results.py --trait T --stage data|fit|eval --method M` (see its docstring for the "
+             "protocol); embedded SmolLM2-135M-Instruct, float32.", ""]
+    for trait in traits:
+        d = out / trait
+        proxy = read_json(d / "proxy.json")
+        trip = read_json(d / "triplets.json")
+        if proxy is None or trip is None:
+            continue
+        r = trip["report"]
+        lines += [f"### {trait}", "",
+                  f"Triplets: {r['n_kept']} of {r['n_positive']} positive samples kept ({r['n_incoherent']} incoherent, "
+                  f"{r['n_degenerate']} degenerate, {r['n_weak']} weak, {r['n_empty']} empty). Evaluation proxy "
+                  f"(MiniLM + logistic regression on the extract answers): held-out accuracy "
+                  f"{proxy['fit']['test_accuracy']:.2f}, accuracy on the eval questions' prompted answers "
+                  f"{proxy['eval_accuracy']:.2f} (n={proxy['n_eval']}).", "",
+                  "| method | alpha (dev, at prompting's coherence) | trait (proxy, eval questions) | coherence "
+                  "(nats/token) | degenerate | p(matching) |", "|---|---|---|---|---|---|"]
+        for m in ("none", "prompt") + METHODS:
+            e = read_json(d / "eval" / f"{m}.json")
+            if e is None:
+                continue
+            o = e["open_ended"]
+            beh = e.get("behaviour", {}).get("p_matching")
+            lines.append(f"| {m} | {'-' if e['alpha'] is None else format(e['alpha'], 'g')} | {o['trait']:.3f} | "
+                         f"{o['coherence']:.3f} | {o['degenerate']:.2f} | "
+                         f"{'-' if beh is None else format(beh, '.3f')} |")
+        lines.append("")
+    path = ROOT / "docs" / "results.md"
+    cur = path.read_text()
+    text = "\n".join(lines)
+    pattern = re.compile(r"^" + re.escape(TITLE) + r"\n.*?(?=^## |\Z)", re.S | re.M)
+    new = pattern.sub(lambda _: text.rstrip() + "\n\n", cur) if pattern.search(cur) else cur.rstrip() + "\n\n" + text
+    path.write_text(new.rstrip() + "\n")
+    log(f"wrote {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trait", default="evil")
+    ap.add_argument("--stage", required=True, choices=["data", "fit", "eval", "docs"])
+    ap.add_argument("--method", default="spsr_mse")
+    ap.add_argument("--layer", type=int, default=15)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "psr"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    if args.stage == "docs":
+        docs(out, list(BEHAVIOUR))
+        return 0
+    ctx = Ctx(out, args.trait, args.layer)
+    if args.stage == "data":
+        ctx.data()
+    elif args.stage == "fit":
+        for m in args.method.split(","):
+            ctx.fit(m)
+    else:
+        for m in args.method.split(","):
+            ctx.eval(m)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
