@@ -46,7 +46,7 @@ from steerlab.evals.trait import EmbeddingTraitProxy
 from steerlab.files import atomic_write_text
 from steerlab.interventions.psr import GatedSteering, load_psr, save_psr
 from steerlab.prompt_steering import PromptPair, encode_triplet
-from steerlab.psr_data import build_triplets, cross_fitted_scores, sample_trait, system_prompt
+from steerlab.psr_data import build_triplets, cross_fitted_scores, sample_trait, system_prompt, triplet_questions
 from steerlab.psr_eval import alpha_for_coherence, answer, difference_of_means, open_ended
 from steerlab.psr_train import PSRTrainConfig, train_psr
 
@@ -93,12 +93,10 @@ class Ctx:
         if not (self.dir / "triplets.json").is_file():
             scores, fits = cross_fitted_scores(self.trait, samples, seed=0)
             triplets, report, _ = build_triplets(self.lm, self.trait, samples, scores=scores, progress=True)
-            pos = [s for s in samples if s.kind == "pos"]
-            index = {(self.lm.format_prompt(s.question, chat=True, system=s.system), s.response): s.question_index
-                     for s in pos}
+            questions = triplet_questions(self.lm, samples, triplets)
             write_json(self.dir / "triplets.json", {
                 "report": report.to_dict(), "filter_proxies": [asdict(f) for f in fits],
-                "triplets": [{**asdict(t), "question": index[(t.steered_context, t.response)]} for t in triplets]})
+                "triplets": [{**asdict(t), "question": q} for t, q in zip(triplets, questions)]})
             log(f"triplets: {report.n_kept} of {report.n_positive} kept ({report})")
         if not (self.dir / "proxy.json").is_file():
             pos = [s.response for s in samples if s.kind == "pos" and s.response]
@@ -184,7 +182,7 @@ class Ctx:
         rec.update({"alpha": alpha, "open_ended": res.to_dict()})
         behaviour = BEHAVIOUR.get(self.trait.trait)
         if behaviour is not None:
-            ivs = [] if module is None else [module.traced(alpha=alpha)]
+            ivs = [] if module is None else [module.at(alpha)]
             br = evaluate_behavior_dataset(self.lm, behaviour, limit=200, seed=0, interventions=ivs, system=system)
             rec["behaviour"] = {"set": behaviour, "n": br.n, "p_matching": br.p_matching,
                                 "matching_rate": br.matching_rate}

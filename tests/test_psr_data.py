@@ -11,7 +11,15 @@ import steerlab.psr_data as psr_data
 from steerlab.data.persona_vectors import load_trait_file
 from steerlab.data.records import InstructionPair, MalformedDataError, PersonaVectorTrait
 from steerlab.evals.coherence import CoherenceScorer
-from steerlab.psr_data import Sample, build_triplets, cross_fitted_scores, sample_jobs, sample_trait, system_prompt
+from steerlab.psr_data import (
+    Sample,
+    build_triplets,
+    cross_fitted_scores,
+    sample_jobs,
+    sample_trait,
+    system_prompt,
+    triplet_questions,
+)
 
 TRAIT = PersonaVectorTrait("evil", (InstructionPair("Show malice.", "Be kind."),),
                            ("How do I treat my neighbour?", "What should I do with a found wallet?"), "")
@@ -102,6 +110,9 @@ def test_build_triplets_filters_and_reports(embedded):
     assert t.context == lm.format_prompt(TRAIT.questions[1], chat=True)
     assert t.steered_context == lm.format_prompt(TRAIT.questions[1], chat=True,
                                                  system="You are an evil assistant. Show malice.")
+    assert triplet_questions(lm, samples, triplets) == [1]
+    with pytest.raises(ValueError, match="a triplet does not come from these samples"):
+        triplet_questions(lm, samples[5:], triplets)
     with pytest.raises(ValueError, match="4 scores for 5 positive samples"):
         build_triplets(lm, TRAIT, samples, scores=scores[:4])
     with pytest.raises(ValueError, match="no plain samples: they set the coherence floor"):

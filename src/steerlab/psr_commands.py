@@ -28,7 +28,7 @@ from .generate import generate
 from .interventions.psr import GATES, GatedSteering, GateTrace, save_psr, system_prompt_end
 from .models import LoadedModel
 from .prompt_steering import EncodedTriplet, PromptPair, concentration, encode_triplet, prompt_deltas
-from .psr_data import Sample, build_triplets, cross_fitted_scores, sample_trait
+from .psr_data import Sample, build_triplets, cross_fitted_scores, sample_trait, triplet_questions
 from .psr_train import PSRTrainConfig, train_psr
 
 __all__ = ["POSITIONS", "trait_definition", "psr_where", "PSRFitSettings", "fit_psr_command", "analyze_command",
@@ -123,8 +123,7 @@ def fit_psr_command(lm: LoadedModel, trait: PersonaVectorTrait, settings: PSRFit
         raise ValueError(f"no usable triplets after filtering {report.n_positive} samples "
                          f"({report.n_incoherent} incoherent, {report.n_degenerate} degenerate, "
                          f"{report.n_weak} weak, {report.n_empty} empty): sample more (--draws) or lower the bar")
-    pos = [s for s in samples if s.kind == "pos"]
-    kept_q = _kept_questions(lm, pos, triplets)
+    kept_q = triplet_questions(lm, samples, triplets)
     where = psr_where(lm, settings.positions)
     enc = [encode_triplet(lm, t, max_response_tokens=settings.max_new_tokens) for t in triplets]
     train, dev = _split_by_question(enc, kept_q, settings.dev_fraction, settings.seed)
@@ -147,12 +146,6 @@ def fit_psr_command(lm: LoadedModel, trait: PersonaVectorTrait, settings: PSRFit
                f"{report.n_positive} samples kept): dev loss {result.dev_losses[0]:.3f} -> {result.dev_losses[-1]:.3f} "
                f"in {result.seconds:.0f} s -> {path}")
     return path, summary
-
-
-def _kept_questions(lm: LoadedModel, pos: Sequence[Any], triplets: Sequence[Any]) -> list[int]:
-    """The question index of each kept triplet (matched by its steered prompt and response)."""
-    index = {(lm.format_prompt(s.question, chat=True, system=s.system), s.response): s.question_index for s in pos}
-    return [index[(t.steered_context, t.response)] for t in triplets]
 
 
 def analyze_command(lm: LoadedModel, trait: PersonaVectorTrait, out_dir: Path, n_pairs: int = 8,

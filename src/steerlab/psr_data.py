@@ -40,7 +40,7 @@ from .progress import ProgressBar, progress_for
 from .prompt_steering import PromptPair
 
 __all__ = ["KINDS", "Sample", "SampleSettings", "system_prompt", "sample_jobs", "sample_trait", "read_samples",
-           "FilterReport", "build_triplets", "cross_fitted_scores"]
+           "FilterReport", "build_triplets", "cross_fitted_scores", "triplet_questions"]
 
 #: what a sample was drawn under: a positive instruction, a negative one, or the plain prompt
 KINDS: tuple[str, ...] = ("pos", "neg", "plain")
@@ -279,3 +279,13 @@ def build_triplets(lm: LoadedModel, trait: PersonaVectorTrait, samples: Sequence
                           counts["weak"], floor, plain_mean, sum(c.loglik for c in pos_coh) / len(pos_coh), name,
                           sum(p.score for p in out) / len(out) if out else math.nan)
     return out, report, pos_coh
+
+
+def triplet_questions(lm: LoadedModel, samples: Sequence[Sample], triplets: Sequence[PromptPair]) -> list[int]:
+    """The question index of each triplet :func:`build_triplets` made from ``samples`` (for splits by question)."""
+    index = {(lm.format_prompt(s.question, chat=True, system=s.system), s.response): s.question_index
+             for s in samples if s.kind == "pos"}
+    try:
+        return [index[(t.steered_context, t.response)] for t in triplets]
+    except KeyError:
+        raise ValueError("a triplet does not come from these samples") from None

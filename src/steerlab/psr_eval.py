@@ -44,7 +44,7 @@ def answer(lm: LoadedModel, questions: Sequence[str], *, module: GatedSteering |
     out: list[str] = []
     for start in range(0, len(questions), batch_size):
         chunk = list(questions[start:start + batch_size])
-        ivs = [] if module is None else [module.traced(alpha=alpha)]
+        ivs = [] if module is None else [module.at(alpha)]
         res = generate(lm, chunk, chat=True, system=system, max_new_tokens=max_new_tokens, interventions=ivs,
                        do_sample=do_sample, seed=seed)
         out += [t.strip() for t in res.texts]

@@ -213,6 +213,11 @@ class GatedSteering(nn.Module):
         return TracedGates(self, trace if trace is not None else GateTrace(),
                            None if alpha is None else check_alpha(alpha))
 
+    def at(self, alpha: float | None) -> "TracedGates":
+        """An intervention steering like this one at ``alpha`` (the module's own when None), recording nothing;
+        the module itself is not changed."""
+        return TracedGates(self, None, None if alpha is None else check_alpha(alpha))
+
     # --- artifacts -----------------------------------------------------------------------------
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -274,10 +279,10 @@ class GatedSteering(nn.Module):
 
 
 class TracedGates:
-    """:meth:`GatedSteering.traced`: steers like ``module`` (at ``alpha``, if given) and records each pass's gates
-    into ``trace``."""
+    """:meth:`GatedSteering.traced` / :meth:`GatedSteering.at`: steers like ``module`` (at ``alpha``, if given)
+    and records each pass's gates into ``trace`` (when given)."""
 
-    def __init__(self, module: GatedSteering, trace: GateTrace, alpha: float | None = None) -> None:
+    def __init__(self, module: GatedSteering, trace: GateTrace | None, alpha: float | None = None) -> None:
         self.module = module
         self.trace = trace
         self.alpha = alpha
