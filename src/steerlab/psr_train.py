@@ -226,7 +226,6 @@ def train_psr(lm: LoadedModel, module: GatedSteering, train: Sequence[EncodedTri
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the PSR module has no trainable parameters")
-    torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     bs = config.batch_size
     per_epoch = math.ceil(len(train) / bs)
