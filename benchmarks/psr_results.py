@@ -55,6 +55,9 @@ TITLE = "## PSR on the embedded model"
 #: the likelihood-based trait measure of each trait: a persona statement set or a CAA A/B set
 BEHAVIOUR = {"evil": "persona/psychopathy", "sycophantic": "caa/sycophancy", "hallucinating": "caa/hallucination"}
 METHODS = ("spsr_mse", "spsr_ll", "const_mse", "const_ll", "apsr_mse", "dim")
+LABELS = {"none": "none", "prompt": "prompting (positive instruction 1)", "dim": "CAA (difference of means, layer 15)",
+          "const_mse": "constant, MSE", "const_ll": "constant, LL", "spsr_mse": "S-PSR, MSE (layer 15)",
+          "spsr_ll": "S-PSR, LL (layer 15)", "apsr_mse": "A-PSR, MSE (all layers)"}
 N_DEV_QUESTIONS = 4
 
 
@@ -224,18 +227,22 @@ def docs(out: Path, traits: Sequence[str]) -> None:
                   f"(MiniLM + logistic regression on the extract answers): held-out accuracy "
                   f"{proxy['fit']['test_accuracy']:.2f}, accuracy on the eval questions' prompted answers "
                   f"{proxy['eval_accuracy']:.2f} (n={proxy['n_eval']}).", "",
-                  "| method | alpha (dev, at prompting's coherence) | trait (proxy, eval questions) | coherence "
-                  "(nats/token) | degenerate | p(matching) |", "|---|---|---|---|---|---|"]
-        for m in ("none", "prompt") + METHODS:
+                  f"| method | alpha (dev, at prompting's coherence) | trait (proxy, {len(load_trait(trait, 'eval').questions)} "
+                  f"eval questions) | coherence (nats/token) | degenerate | p(matching) {BEHAVIOUR.get(trait, '-')} "
+                  "(200 items) |", "|---|---|---|---|---|---|"]
+        for m in ("none", "prompt", "dim", "const_mse", "const_ll", "spsr_mse", "spsr_ll", "apsr_mse"):
             e = read_json(d / "eval" / f"{m}.json")
             if e is None:
                 continue
             o = e["open_ended"]
             beh = e.get("behaviour", {}).get("p_matching")
-            lines.append(f"| {m} | {'-' if e['alpha'] is None else format(e['alpha'], 'g')} | {o['trait']:.3f} | "
+            lines.append(f"| {LABELS[m]} | {'-' if e['alpha'] is None else format(e['alpha'], 'g')} | {o['trait']:.3f} | "
                          f"{o['coherence']:.3f} | {o['degenerate']:.2f} | "
                          f"{'-' if beh is None else format(beh, '.3f')} |")
-        lines.append("")
+        lines += ["", "Read with care: the trait column comes from a proxy that is barely above chance on this trait's eval "
+                  "questions (above); 20 eval questions and 200 behaviour items, no intervals yet; each strength was "
+                  "chosen on 4 dev questions (every point the search tried is in `eval/<method>.json`, and coherence is "
+                  "not monotone in alpha at that sample size).", ""]
     path = ROOT / "docs" / "results.md"
     cur = path.read_text()
     text = "\n".join(lines)
