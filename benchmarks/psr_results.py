@@ -242,7 +242,8 @@ def docs(out: Path, traits: Sequence[str]) -> None:
         lines += ["", "Read with care: the trait column comes from a proxy that is barely above chance on this trait's eval "
                   "questions (above); 20 eval questions and 200 behaviour items, no intervals yet; each strength was "
                   "chosen on 4 dev questions (every point the search tried is in `eval/<method>.json`, and coherence is "
-                  "not monotone in alpha at that sample size).", ""]
+                  "not monotone in alpha at that sample size). The search matches log-likelihood only, so a method can reach it "
+                  "with looping answers: see the degenerate column (S-PSR MSE on evil: 95 % of its answers loop).", ""]
     path = ROOT / "docs" / "results.md"
     cur = path.read_text()
     text = "\n".join(lines)
