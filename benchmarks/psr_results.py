@@ -14,8 +14,8 @@ Protocol, per trait (every unit writes one JSON file under ``--out``/<trait>/, s
   lr 1e-3, the spec's epochs, regulariser 0.1 for ReLU gates, answer-only positions, layer ``--layer``; A-PSR:
   every layer) and ``dim`` (CAA: the difference of means at ``--layer``, nothing trained).
 * **eval** (``--stage eval --method M``): the strength is chosen on the dev questions (never the eval ones):
-  the largest ``alpha`` whose answers keep the coherence of *prompting* on those questions (the paper's TA@Cp),
-  by bisection; then the 20 eval questions are answered greedily (48 tokens) at that strength and scored by the
+  the largest ``alpha`` whose answers keep the coherence of *prompting* on those questions (the paper's TA@Cp)
+  and loop no more often than prompting's (degenerate rate), by bisection; then the 20 eval questions are answered greedily (48 tokens) at that strength and scored by the
   evaluation proxy (trait) and the coherence measure; the likelihood-based trait (the probability of the
   behaviour-matching answer on the trait's Anthropic persona / CAA A/B set, 200 items) at the same strength.
   ``none`` and ``prompt`` (the first positive instruction as the system prompt) are evaluated the same way.
@@ -171,12 +171,12 @@ class Ctx:
         module = None
         alpha = None
         if method != "none":
-            target = self._prompt_dev_coherence(dev_qs)
-            rec["target_coherence"] = target
+            target, max_deg = self._prompt_dev(dev_qs)
+            rec["target_coherence"], rec["max_degenerate"] = target, max_deg
         if method not in ("none", "prompt"):
             module = self.fit(method)
-            search = alpha_for_coherence(self.lm, module, dev_qs, target, hi=64.0 if method == "dim" else 16.0,
-                                         steps=6, max_new_tokens=48)
+            search = alpha_for_coherence(self.lm, module, dev_qs, target, max_degenerate=max_deg,
+                                         hi=64.0 if method == "dim" else 16.0, steps=6, max_new_tokens=48)
             alpha = search.alpha
             rec["search"] = {"alpha": alpha, "tried": search.tried}
         system = self.prompt_system() if method == "prompt" else None
@@ -194,7 +194,8 @@ class Ctx:
         log(f"eval {method}: alpha {alpha}, trait {res.trait:.3f}, coherence {res.coherence:.3f}, "
             f"behaviour {rec.get('behaviour', {}).get('p_matching')}")
 
-    def _prompt_dev_coherence(self, dev_qs: Sequence[str]) -> float:
+    def _prompt_dev(self, dev_qs: Sequence[str]) -> tuple[float, float]:
+        """Prompting's coherence and degenerate rate on the dev questions: the bar every method's strength meets."""
         path = self.dir / "eval" / "prompt_dev.json"
         rec = read_json(path)
         if rec is None:
@@ -203,7 +204,7 @@ class Ctx:
             res = open_ended(self.lm, dev_qs, texts, proxy)
             rec = res.to_dict()
             write_json(path, rec)
-        return float(rec["coherence"])
+        return float(rec["coherence"]), float(rec["degenerate"])
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -227,7 +228,7 @@ def docs(out: Path, traits: Sequence[str]) -> None:
                   f"(MiniLM + logistic regression on the extract answers): held-out accuracy "
                   f"{proxy['fit']['test_accuracy']:.2f}, accuracy on the eval questions' prompted answers "
                   f"{proxy['eval_accuracy']:.2f} (n={proxy['n_eval']}).", "",
-                  f"| method | alpha (dev, at prompting's coherence) | trait (proxy, {len(load_trait(trait, 'eval').questions)} "
+                  f"| method | alpha (dev: prompting's coherence and degenerate rate) | trait (proxy, {len(load_trait(trait, 'eval').questions)} "
                   f"eval questions) | coherence (nats/token) | degenerate | p(matching) {BEHAVIOUR.get(trait, '-')} "
                   "(200 items) |", "|---|---|---|---|---|---|"]
         for m in ("none", "prompt", "dim", "const_mse", "const_ll", "spsr_mse", "spsr_ll", "apsr_mse"):
@@ -242,8 +243,8 @@ def docs(out: Path, traits: Sequence[str]) -> None:
         lines += ["", "Read with care: the trait column comes from a proxy that is barely above chance on this trait's eval "
                   "questions (above); 20 eval questions and 200 behaviour items, no intervals yet; each strength was "
                   "chosen on 4 dev questions (every point the search tried is in `eval/<method>.json`, and coherence is "
-                  "not monotone in alpha at that sample size). The search matches log-likelihood only, so a method can reach it "
-                  "with looping answers: see the degenerate column (S-PSR MSE on evil: 95 % of its answers loop).", ""]
+                  "not monotone in alpha at that sample size). The search bounds the degenerate rate by prompting's: a first "
+                  "search on log-likelihood alone let S-PSR MSE through at alpha 2.25 with 95 % looping answers.", ""]
     path = ROOT / "docs" / "results.md"
     cur = path.read_text()
     text = "\n".join(lines)

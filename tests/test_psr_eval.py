@@ -54,20 +54,24 @@ def test_open_ended_scores(embedded):
 def test_alpha_search_bisects(tiny, monkeypatch):
     monkeypatch.setattr(psr_eval, "answer", lambda lm, qs, module=None, alpha=None, **kw: [f"{alpha}"] * len(qs))
 
-    class Scorer:  # coherence = -alpha
+    class Scorer:  # coherence = -alpha; the answers loop from alpha 3 on
         def __init__(self, *a, **k):
             pass
 
         def score(self, prompts, texts):
-            return [Coherence(-float(t), 1, 0.0, False, False) for t in texts]
+            return [Coherence(-float(t), 1, 0.0, float(t) >= 3, False) for t in texts]
 
     monkeypatch.setattr(psr_eval, "CoherenceScorer", Scorer)
     monkeypatch.setattr(type(tiny), "format_prompt", lambda self, q, chat=False, system=None: q)
     module = GatedSteering(tiny, [1])
     s = alpha_for_coherence(tiny, module, QS, target=-5.0, hi=16.0, steps=6)
-    assert s.tried[:3] == [(16.0, -16.0), (8.0, -8.0), (4.0, -4.0)]
-    assert s.alpha == 5.0 and [a for a, _ in s.tried[3:]] == [6.0, 5.0, 5.5, 5.25]
+    assert s.tried[:3] == [(16.0, -16.0, 1.0), (8.0, -8.0, 1.0), (4.0, -4.0, 1.0)]
+    assert s.alpha == 5.0 and [a for a, _, _ in s.tried[3:]] == [6.0, 5.0, 5.5, 5.25]
     assert alpha_for_coherence(tiny, module, QS, target=-20.0, hi=16.0).alpha == 16.0
+    bounded = alpha_for_coherence(tiny, module, QS, target=-5.0, max_degenerate=0.0, hi=16.0, steps=6)
+    assert bounded.alpha == 2.75 and bounded.tried[2] == (4.0, -4.0, 1.0)  # coherent enough, but looping
+    with pytest.raises(ValueError, match=r"max_degenerate must be in \[0, 1\], got 2"):
+        alpha_for_coherence(tiny, module, QS, target=-5.0, max_degenerate=2)
     with pytest.raises(ValueError, match="target coherence must be a finite number, got nan"):
         alpha_for_coherence(tiny, module, QS, target=math.nan)
 

@@ -9,8 +9,9 @@
   condition measured against the same plain prompt so that they compare.
 * :func:`alpha_for_coherence` searches the strength at which a method's coherence reaches a target level (the
   paper compares methods at a fixed coherence, TA@C80): bisection on ``alpha`` in ``[0, hi]`` for the largest
-  strength whose coherence stays at or above the target, assuming coherence falls as ``alpha`` grows (the search
-  records every point it tried, so a violation shows).
+  strength whose coherence stays at or above the target -- and, given ``max_degenerate``, whose degenerate rate
+  stays at or below it -- assuming both worsen as ``alpha`` grows (the search records every point it tried, so a
+  violation shows).
 * :func:`difference_of_means` is CAA's direction for the constant baseline: the mean over the response tokens of
   the prompt's accumulated Delta at one layer.
 """
@@ -84,42 +85,46 @@ def open_ended(lm: LoadedModel, questions: Sequence[str], answers: Sequence[str]
 
 @dataclass
 class CoherenceSearch:
-    """The strength found and every point tried (``(alpha, coherence)`` in the order tried)."""
+    """The strength found and every point tried (``(alpha, coherence, degenerate rate)`` in the order tried)."""
 
     alpha: float
     target: float
-    tried: list[tuple[float, float]] = field(default_factory=list)
+    max_degenerate: float | None = None
+    tried: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 def alpha_for_coherence(lm: LoadedModel, module: GatedSteering, questions: Sequence[str], target: float, *,
-                        hi: float = 16.0, steps: int = 6, max_new_tokens: int = 48,
-                        batch_size: int = 8) -> CoherenceSearch:
+                        max_degenerate: float | None = None, hi: float = 16.0, steps: int = 6,
+                        max_new_tokens: int = 48, batch_size: int = 8) -> CoherenceSearch:
     """The largest ``alpha`` in ``[0, hi]`` (to a bisection of ``steps`` steps) whose answers to ``questions`` keep
-    a mean coherence >= ``target`` (see the module doc). ``hi`` is returned when even it stays coherent; 0 when
-    the unsteered answers are already below the target."""
+    a mean coherence >= ``target`` and, with ``max_degenerate``, a degenerate rate <= it (a looping answer is
+    likely text for a small model, so the log-likelihood alone lets loops through; see the module doc). ``hi`` is
+    returned when even it passes; 0 when the unsteered answers already fail."""
     check_alpha(hi)
     if not math.isfinite(target):
         raise ValueError(f"target coherence must be a finite number, got {target!r}")
+    if max_degenerate is not None and not 0 <= max_degenerate <= 1:
+        raise ValueError(f"max_degenerate must be in [0, 1], got {max_degenerate!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    search = CoherenceSearch(0.0, target)
+    search = CoherenceSearch(0.0, target, max_degenerate)
     scorer = CoherenceScorer(lm, batch_size=batch_size, sep="")
     prompts = [lm.format_prompt(q, chat=True) for q in questions]
 
-    def coherence(alpha: float) -> float:
+    def passes(alpha: float) -> bool:
         texts = answer(lm, questions, module=module, alpha=alpha, max_new_tokens=max_new_tokens,
                        batch_size=batch_size)
-        value = summarize(scorer.score(prompts, texts))["coherence"]
-        search.tried.append((alpha, value))
-        return value
+        summ = summarize(scorer.score(prompts, texts))
+        search.tried.append((alpha, summ["coherence"], summ["degenerate"]))
+        return summ["coherence"] >= target and (max_degenerate is None or summ["degenerate"] <= max_degenerate)
 
-    if coherence(hi) >= target:
+    if passes(hi):
         search.alpha = hi
         return search
     lo, top = 0.0, hi
     for _ in range(steps):
         mid = (lo + top) / 2
-        if coherence(mid) >= target:
+        if passes(mid):
             lo = mid
         else:
             top = mid
