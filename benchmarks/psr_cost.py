@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from embed_throughput import replace_section
 
 import steerlab as sl
 from steerlab.data.persona_vectors import load_trait
@@ -104,8 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def write_docs(rec: dict[str, Any]) -> None:
     """Replace (or append) the PSR section of docs/benchmarks.md."""
-    lines = [SECTION, "",
-             f"Embedded SmolLM2-135M-Instruct, float32, 1 thread, greedy, {rec['max_new_tokens']} new tokens, 8 Persona "
+    lines = [f"Embedded SmolLM2-135M-Instruct, float32, 1 thread, greedy, {rec['max_new_tokens']} new tokens, 8 Persona "
              f"Vectors questions (chat template); median of {rec['repeats']} interleaved rounds; time per generated "
              "token (rows may stop at EOS, so tokens are counted per setting). Targets (issue #13): S-PSR <= 1.05x, "
              f"A-PSR <= 1.15x plain. Load while measuring: `{rec['load']}`.", "",
@@ -114,17 +114,8 @@ def write_docs(rec: dict[str, Any]) -> None:
         lines.append(f"| {r['batch']} | {r['setting']} | {r['median_s']:.2f} | {r['tokens']} | "
                      f"{r['s_per_token'] * 1e3:.1f} | {r['vs_plain']:.3f}x |")
     lines += ["", "Command: `OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python benchmarks/psr_cost.py --repeats "
-              f"{rec['repeats']} --write-docs` (raw numbers: `docs/bench/psr_cost.json`).", ""]
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text(encoding="utf-8")
-    block = "\n".join(lines)
-    if SECTION in text:
-        start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + block + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    atomic_write_text(path, text)
+              f"{rec['repeats']} --write-docs` (raw numbers: `docs/bench/psr_cost.json`)."]
+    replace_section(ROOT / "docs" / "benchmarks.md", SECTION, "\n".join(lines))
 
 
 if __name__ == "__main__":

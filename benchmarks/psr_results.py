@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import random
-import re
 import sys
 import time
 from dataclasses import asdict
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from embed_throughput import replace_section
 
 import steerlab as sl
 from steerlab.data.persona_vectors import load_trait
@@ -212,7 +212,7 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def docs(out: Path, traits: Sequence[str]) -> None:
-    lines = [TITLE, "", "Status: partial (issue #13 open). Command: `OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python "
+    lines = ["Status: partial (issue #13 open). Command: `OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python "
              "benchmarks/psr_results.py --trait T --stage data|fit|eval --method M` (see its docstring for the "
              "protocol); embedded SmolLM2-135M-Instruct, float32.", ""]
     for trait in traits:
@@ -246,11 +246,7 @@ def docs(out: Path, traits: Sequence[str]) -> None:
                   "not monotone in alpha at that sample size). The search bounds the degenerate rate by prompting's: a first "
                   "search on log-likelihood alone let S-PSR MSE through at alpha 2.25 with 95 % looping answers.", ""]
     path = ROOT / "docs" / "results.md"
-    cur = path.read_text()
-    text = "\n".join(lines)
-    pattern = re.compile(r"^" + re.escape(TITLE) + r"\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text.rstrip() + "\n\n", cur) if pattern.search(cur) else cur.rstrip() + "\n\n" + text
-    path.write_text(new.rstrip() + "\n")
+    replace_section(path, TITLE, "\n".join(lines))
     log(f"wrote {path}")
 
 
