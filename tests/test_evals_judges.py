@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from chat_server import send_reply, serve
 from steerlab.data.records import TruthfulQAItem
 from steerlab.evals.judges import (NO_COMMENT, CompositeJudge, EmbeddingJudge, HFJudge, Judge, JudgeResult,
                                    OpenAIJudge, OverlapJudge, References, RuleInfoJudge, default_judge, is_echo,
@@ -236,24 +236,14 @@ class _Handler(BaseHTTPRequestHandler):
         user = body["messages"][-1]["content"]
         answer = user.split("Answer: ")[1].split("\n")[0]
         verdict = {"truthful": "die" not in answer, "informative": "no comment" not in answer}
-        content = "Sure: " + json.dumps(verdict)
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_reply(self, "Sure: " + json.dumps(verdict))
 
 
 @pytest.fixture
 def server():
     _Handler.calls, _Handler.fail_first = [], 0
-    srv = HTTPServer(("127.0.0.1", 0), _Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with serve(_Handler) as url:
+        yield url
 
 
 def test_openai_judge_local_stub(server, monkeypatch):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from chat_server import send_reply, serve
 from steerlab.data.persona_vectors import load_trait
 from steerlab.evals.judges import EmbeddingJudge
 from steerlab.evals.trait import (MINILM_ID, PROXY_FORMAT, EmbeddingTraitProxy, OpenAITraitJudge, ProxyFit,
@@ -281,27 +281,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(code)
             self.end_headers()
             return
-        data = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                    "content": type(self).replies.pop(0)}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_reply(self, type(self).replies.pop(0))
 
 
 @pytest.fixture
 def server():
     _Handler.replies, _Handler.calls, _Handler.status = [], [], []
-    srv = HTTPServer(("127.0.0.1", 0), _Handler)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(timeout=5)
+    with serve(_Handler) as url:
+        yield url
 
 
 def test_openai_trait_judge_scores_and_request(server, monkeypatch):
