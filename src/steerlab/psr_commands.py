@@ -168,7 +168,7 @@ def analyze_command(lm: LoadedModel, trait: PersonaVectorTrait, out_dir: Path, n
         deltas[mode] = prompt_deltas(lm, pairs, layers, mode)
         report["modes"][mode] = concentration(deltas[mode], layers).to_dict()
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
-    _heatmap(deltas, pairs, lm, out_dir / "heatmap.png", trait.trait)
+    _heatmap(deltas, report["modes"], pairs, lm, out_dir / "heatmap.png", trait.trait)
     return report
 
 
@@ -177,8 +177,8 @@ def _pair(lm: LoadedModel, s: Sample) -> PromptPair:
                       lm.format_prompt(s.question, chat=True, system=s.system), s.response)
 
 
-def _heatmap(deltas: dict[str, list[torch.Tensor]], pairs: Sequence[EncodedTriplet], lm: LoadedModel, path: Path,
-             trait: str) -> None:
+def _heatmap(deltas: dict[str, list[torch.Tensor]], modes: dict[str, dict[str, Any]],
+             pairs: Sequence[EncodedTriplet], lm: LoadedModel, path: Path, trait: str) -> None:
     """Per-token norm of Delta (layer x response token) of the first pair in both modes, and the share of the
     norm carried by the top 10 % of tokens per layer over all pairs."""
     fig = Figure(figsize=(13, 4.2), layout="constrained")
@@ -195,11 +195,10 @@ def _heatmap(deltas: dict[str, list[torch.Tensor]], pairs: Sequence[EncodedTripl
         ax.set_xticks(range(0, len(labels), step), [repr(labels[i])[1:-1][:8] for i in range(0, len(labels), step)],
                       rotation=90, fontsize=6)
         fig.colorbar(im, ax=ax, shrink=0.8)
-    layers = list(range(lm.adapter.n_layers))
     for mode, style in (("accumulated", "-"), ("local", "--")):
-        c = concentration(deltas[mode], layers)
-        axes[2].plot(layers, c.top10_share, style, label=f"{mode}: top-10% share")
-        axes[2].plot(layers, c.constant_r2, style, label=f"{mode}: constant R^2", alpha=0.6)
+        c = modes[mode]  # the report's concentration per layer
+        axes[2].plot(c["layers"], c["top10_share"], style, label=f"{mode}: top-10% share")
+        axes[2].plot(c["layers"], c["constant_r2"], style, label=f"{mode}: constant R^2", alpha=0.6)
     axes[2].axhline(0.1, color="grey", lw=0.8, label="constant coefficient (0.10)")
     axes[2].set_xlabel("layer")
     axes[2].set_ylim(0, 1)
