@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from steerlab.data.ifeval import load_ifeval_format
+from steerlab.data import DataNotFoundError
+from steerlab.data.ifeval import load_ifeval_format, load_ifeval_requests
 from steerlab.data.multiple_choice import (
     load_copa,
     load_mmlu,
@@ -109,3 +110,14 @@ def test_ifeval_and_persona_vectors(data_dir):
     qs = load_persona_vectors("evil", "eval", root=data_dir)
     assert len(qs) == 20 and qs[0].instructions[0].pos.startswith("Your responses should demonstrate evil")
     assert set(q.question for q in qs).isdisjoint(t.questions)
+
+
+def test_ifeval_requests_leave_out_the_eval_prompts(data_dir, tmp_path):
+    ife = load_ifeval_format(root=data_dir)
+    all_requests = load_ifeval_requests(root=data_dir)
+    rest = load_ifeval_requests([p.key for p in ife], root=data_dir)
+    assert len(all_requests) == 541 and len(rest) == 541 - 163
+    assert rest[1] == "Write a resume for a fresh high school graduate who is seeking their first job."
+    assert not {p.prompt_without_instruction for p in ife} & set(rest)
+    with pytest.raises(DataNotFoundError, match="IFEval requests file not found"):
+        load_ifeval_requests(root=tmp_path)

@@ -15,7 +15,7 @@ from steerlab.data.ifeval import load_ifeval_format
 from steerlab.data.records import IFEvalPrompt
 from steerlab.evals import ifeval as ifeval_mod
 from steerlab.evals.ifeval import (INSTRUCTION_IDS, LANGDETECT_SEED, PUNKT_TAB, IFEvalResult, checker_id,
-                                   score_ifeval, summarize_ifeval)
+                                   describe_instruction, score_ifeval, summarize_ifeval)
 
 
 def _prompt(iid: str, key: int = 1, for_eval: str | None = None, **kwargs) -> IFEvalPrompt:
@@ -205,3 +205,14 @@ def test_all_163_format_prompts_resolve_and_score_their_own_text(data_dir) -> No
                       "language:response_language": 0, "punctuation:no_comma": 12, "startend:end_checker": 6,
                       "startend:quotation": 0}
     assert score_ifeval(ps, [p.prompt for p in ps]) == res  # langdetect is seeded: the same flags again
+
+
+def test_instructions_are_worded_by_their_own_checker() -> None:
+    assert describe_instruction("punctuation:no_comma", {}) == \
+        "In your entire response, refrain from the use of any commas."
+    assert describe_instruction("detectable_format:number_bullet_lists", {"num_bullets": 3}).startswith(
+        "Your answer must contain exactly 3 bullet points.")
+    assert describe_instruction("language:response_language", {"language": "kn"}) == \
+        "Your ENTIRE response should be in Kannada language, no other language is allowed."
+    with pytest.raises(ValueError, match="unknown IFEval instruction id 'format:nothing'"):
+        describe_instruction("format:nothing", {})

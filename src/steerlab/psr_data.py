@@ -39,7 +39,7 @@ from .models import LoadedModel
 from .progress import ProgressBar, progress_for
 from .prompt_steering import PromptPair
 
-__all__ = ["KINDS", "Sample", "SampleSettings", "system_prompt", "sample_jobs", "sample_trait", "read_samples",
+__all__ = ["KINDS", "Sample", "SampleSettings", "system_prompt", "sample_jobs", "sample_trait", "draw_samples", "read_samples",
            "FilterReport", "build_triplets", "cross_fitted_scores", "triplet_questions"]
 
 #: what a sample was drawn under: a positive instruction, a negative one, or the plain prompt
@@ -164,19 +164,31 @@ def sample_trait(lm: LoadedModel, trait: PersonaVectorTrait, cache: str | os.Pat
     """Draw every sample of :func:`sample_jobs` (the first ``limit`` of each kind) not yet in ``cache`` (see the
     module doc); returns all of them in job order."""
     settings = SampleSettings(lm.name, trait.trait, max_new_tokens, float(temperature), float(top_p), seed)
-    path = Path(cache)
-    have = {s.key: s for s in read_samples(path, settings)}
     jobs = sample_jobs(trait, draws, kinds)
     if limit is not None:
         jobs = [j for k in kinds for j in [x for x in jobs if x.kind == k][:limit]]
+    return draw_samples(lm, jobs, cache, settings, batch_size=batch_size, progress=progress,
+                        label=f"sampling {trait.trait}")
+
+
+def draw_samples(lm: LoadedModel, jobs: Sequence[Sample], cache: str | os.PathLike[str], settings: SampleSettings, *,
+                 batch_size: int = 8, progress: bool | ProgressBar = False, label: str = "sampling") -> list[Sample]:
+    """Sample a response to every job (its ``question`` as the user message under its ``system`` prompt, chat
+    template, ``settings``' decoding) that ``cache`` does not hold yet, appending each batch to ``cache`` as it
+    is drawn; returns all of them in job order. Jobs need distinct keys."""
+    path = Path(cache)
+    if len({j.key for j in jobs}) != len(jobs):
+        raise ValueError("sample jobs need distinct keys")
+    have = {s.key: s for s in read_samples(path, settings)}
     todo = [j for j in jobs if j.key not in have]
-    with progress_for(progress, len(jobs), f"sampling {trait.trait}", "samples") as bar:
+    with progress_for(progress, len(jobs), label, "samples") as bar:
         bar.advance(len(jobs) - len(todo))
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             prompts = [lm.format_prompt(j.question, chat=True, system=j.system) for j in chunk]
-            out = generate(lm, prompts, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                           top_p=top_p, seed=seed * 1_000_003 + len(have) + start)
+            out = generate(lm, prompts, max_new_tokens=settings.max_new_tokens, do_sample=True,
+                           temperature=settings.temperature, top_p=settings.top_p,
+                           seed=settings.seed * 1_000_003 + len(have) + start)
             done = [Sample(j.kind, j.question_index, j.instruction, j.draw, j.question, j.system, text.strip())
                     for j, text in zip(chunk, out)]
             _append(path, done, settings)

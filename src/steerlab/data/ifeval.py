@@ -13,16 +13,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from . import DataNotFoundError, data_dir
 from .multiple_choice import read_jsonl_rows
 from .records import IFEvalPrompt, as_str, frozen_mapping, parse_rows
 
-__all__ = ["IFEVAL_FORMAT_PATH", "load_ifeval_format", "load_ifeval_file"]
+__all__ = ["IFEVAL_FORMAT_PATH", "IFEVAL_REQUESTS_PATH", "load_ifeval_format", "load_ifeval_file",
+           "load_ifeval_requests"]
 
 PathLike = str | os.PathLike[str] | None
 IFEVAL_FORMAT_PATH = "steer_instruct/format/ifeval_single_instr_format.jsonl"
+#: IFEval's 541 prompts with their instructions removed (``model_output`` holds the request alone)
+IFEVAL_REQUESTS_PATH = "steer_instruct/ifeval_wo_instructions.jsonl"
 
 
 def _ids(v: Any, name: str) -> tuple[str, ...]:
@@ -65,3 +68,20 @@ def load_ifeval_format(split: str = "test", root: PathLike = None) -> list[IFEva
     if split != "test":
         raise ValueError(f"ifeval_format has one split, 'test'; got '{split}'")
     return load_ifeval_file(data_dir(root) / IFEVAL_FORMAT_PATH)
+
+
+def load_ifeval_requests(exclude_keys: Sequence[int] = (), root: PathLike = None) -> list[str]:
+    """The requests (instructions removed; the file's ``model_output``) of IFEval's prompts whose ``key`` is
+    not in ``exclude_keys``, in file order, blanks skipped."""
+    p = data_dir(root) / IFEVAL_REQUESTS_PATH
+    if not p.is_file():
+        raise DataNotFoundError(f"IFEval requests file not found: {p}")
+    skip = set(exclude_keys)
+
+    def row(line: str) -> tuple[int, str]:
+        d = json.loads(line)
+        if not isinstance(d, Mapping):
+            raise TypeError("expected a JSON object")
+        return int(d["key"]), as_str(d.get("model_output") or "", "model_output").strip()
+
+    return [text for key, text in parse_rows(p, read_jsonl_rows(p), row) if key not in skip and text]

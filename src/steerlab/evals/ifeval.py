@@ -48,7 +48,7 @@ import nltk
 
 from ..data.records import IFEvalPrompt
 
-__all__ = ["IFEvalResult", "score_ifeval", "summarize_ifeval", "checker_id", "INSTRUCTION_IDS",
+__all__ = ["IFEvalResult", "score_ifeval", "summarize_ifeval", "checker_id", "describe_instruction", "INSTRUCTION_IDS",
            "LANGDETECT_SEED", "PUNKT_TAB"]
 
 #: the NLTK resource the checkers need (``nltk.word_tokenize`` for English)
@@ -91,6 +91,15 @@ def checker_id(eval_id: str, kwargs: Mapping[str, Any]) -> str:
     if eval_id.startswith(_LANGUAGE_ID + "_") and eval_id[len(_LANGUAGE_ID) + 1:] == kwargs.get("language"):
         return _LANGUAGE_ID
     raise ValueError(f"unknown IFEval instruction id '{eval_id}'")
+
+
+def describe_instruction(instruction_id: str, kwargs: Mapping[str, Any]) -> str:
+    """The instruction as lm-eval's checker words it for ``kwargs`` (``build_description``; IFEval's own
+    wording, e.g. ``"In your entire response, refrain from the use of any commas."``)."""
+    if instruction_id not in INSTRUCTION_IDS:
+        raise ValueError(f"unknown IFEval instruction id '{instruction_id}'")
+    checker = instructions_registry.INSTRUCTION_DICT[instruction_id](instruction_id)
+    return str(checker.build_description(**dict(kwargs))).strip()
 
 
 @dataclass(frozen=True)
