@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import tqa_results as T
 from embed_throughput import replace_section
 
 import steerlab as sl
@@ -174,16 +175,23 @@ def docs(args: argparse.Namespace) -> None:
              "prompts are answered unsteered by every steering method.", "",
              "| instruction | samples | followed (checker, strict) | kept |", "|---|---|---|---|"]
     lines += [f"| {r['eval_id']} | {r['n_samples']} | {r['n_followed']} | {r['n_kept']} |" for r in reports]
-    lines += ["", "| method | prompts steered | prompt-level strict | prompt-level loose | coherence (nats/token) | "
-              "degenerate |", "|---|---|---|---|---|---|"]
-    for m in CONDITIONS:
-        e = read_json(out / "eval" / f"{m.replace('+', '_')}.json")
+    lines += ["", "| method | prompts steered | prompt-level strict | Δ strict vs none [95 % CI] | prompt-level loose | "
+              "coherence (nats/token) | degenerate |", "|---|---|---|---|---|---|---|"]
+    runs = {m: read_json(out / "eval" / f"{m.replace('+', '_')}.json") for m in CONDITIONS}
+    base = runs["none"]
+    for m, e in runs.items():
         if e is None:
             continue
         s = e["summary"]
-        lines.append(f"| {LABELS[m]} | {e['n_steered_prompts']} | {s['prompt_level_strict_acc']:.3f} | "
+        delta = "-"
+        if base is not None and m != "none":
+            d = [float(a["prompt_strict"]) - float(b["prompt_strict"]) for a, b in zip(e["results"], base["results"])]
+            mean, lo, hi = T._paired(d)
+            delta = f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        lines.append(f"| {LABELS[m]} | {e['n_steered_prompts']} | {s['prompt_level_strict_acc']:.3f} | {delta} | "
                      f"{s['prompt_level_loose_acc']:.3f} | {e['coherence']:.3f} | {e['degenerate']:.2f} |")
-    lines.append("")
+    lines += ["", "Δ: mean per-prompt difference in strict accuracy from the unsteered request, with a 95 % paired "
+              "bootstrap interval over the 163 prompts.", ""]
     replace_section(ROOT / "docs" / "results.md", TITLE, "\n".join(lines))
     log("wrote docs/results.md")
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import tqa_results as T
 from embed_throughput import replace_section
 
 import steerlab as sl
@@ -46,7 +47,8 @@ from steerlab.evals.trait import EmbeddingTraitProxy
 from steerlab.files import atomic_write_text
 from steerlab.interventions.psr import GatedSteering, load_psr, save_psr
 from steerlab.prompt_steering import PromptPair, encode_triplet
-from steerlab.psr_data import build_triplets, cross_fitted_scores, sample_trait, system_prompt, triplet_questions
+from steerlab.psr_data import (SampleSettings, build_triplets, cross_fitted_scores, draw_samples, read_samples, sample_jobs,
+                               sample_trait, system_prompt, triplet_questions)
 from steerlab.psr_eval import alpha_for_coherence, answer, difference_of_means, open_ended
 from steerlab.psr_train import PSRTrainConfig, train_psr
 
@@ -117,6 +119,33 @@ class Ctx:
                                                  "eval_mean_neg": _mean([v for s, v in zip(ev, sc) if s.kind == "neg"])})
             log(f"eval proxy: held-out {fit.test_accuracy:.3f}, eval-question accuracy {acc:.3f} on {len(ev)}")
 
+    def greedy_proxy(self) -> None:
+        """A second evaluation proxy, trained on *greedy* answers (as the evaluation answers are) under each
+        positive / negative instruction to the extract questions, validated on greedy answers to the eval
+        questions (first instruction) and on the sampled ones the first proxy was validated on."""
+        if (self.dir / "proxy_greedy.json").is_file():
+            return
+        train = draw_samples(self.lm, sample_jobs(self.trait, kinds=("pos", "neg")), self.dir / "greedy_extract.jsonl",
+                             SampleSettings(self.lm.name, self.trait.trait, 48, 0.0), progress=True)
+        ev_jobs = [j for j in sample_jobs(self.eval_trait, kinds=("pos", "neg")) if j.instruction == 0]
+        ev = draw_samples(self.lm, ev_jobs, self.dir / "greedy_eval.jsonl",
+                          SampleSettings(self.lm.name, self.trait.trait, 48, 0.0), progress=True)
+        proxy, fit = EmbeddingTraitProxy.fit(self.trait.trait, [s.response for s in train if s.kind == "pos"],
+                                             [s.response for s in train if s.kind == "neg"], seed=0)
+
+        def accuracy(samples: Sequence[Any]) -> float:
+            samples = [s for s in samples if s.response]
+            sc = proxy.score([s.question for s in samples], [s.response for s in samples])
+            return sum((v >= 0.5) == (s.kind == "pos") for s, v in zip(samples, sc)) / len(samples)
+
+        sampled = read_samples(self.dir / "samples_eval.jsonl")
+        proxy.save(self.dir / "proxy_greedy.safetensors")
+        rec = {"fit": asdict(fit), "eval_accuracy": accuracy(ev), "n_eval": len(ev),
+               "eval_accuracy_sampled": accuracy(sampled), "n_eval_sampled": len(sampled)}
+        write_json(self.dir / "proxy_greedy.json", rec)
+        log(f"greedy proxy: held-out {fit.test_accuracy:.3f}, greedy eval answers {rec['eval_accuracy']:.3f}, "
+            f"sampled eval answers {rec['eval_accuracy_sampled']:.3f}")
+
     def triplets(self) -> tuple[list[Any], list[Any]]:
         rec = read_json(self.dir / "triplets.json")
         if rec is None:
@@ -183,16 +212,37 @@ class Ctx:
         texts = answer(self.lm, eval_qs, module=module, alpha=alpha, system=system, max_new_tokens=48)
         res = open_ended(self.lm, eval_qs, texts, proxy)
         rec.update({"alpha": alpha, "open_ended": res.to_dict()})
-        behaviour = BEHAVIOUR.get(self.trait.trait)
+        behaviour = self.behaviour(module, alpha, system)
         if behaviour is not None:
-            ivs = [] if module is None else [module.at(alpha)]
-            br = evaluate_behavior_dataset(self.lm, behaviour, limit=200, seed=0, interventions=ivs, system=system)
-            rec["behaviour"] = {"set": behaviour, "n": br.n, "p_matching": br.p_matching,
-                                "matching_rate": br.matching_rate}
+            rec["behaviour"] = behaviour
         rec["seconds"] = round(time.time() - t, 1)
         write_json(path, rec)
         log(f"eval {method}: alpha {alpha}, trait {res.trait:.3f}, coherence {res.coherence:.3f}, "
             f"behaviour {rec.get('behaviour', {}).get('p_matching')}")
+
+    def behaviour(self, module: GatedSteering | None, alpha: float | None, system: str | None) -> dict[str, Any] | None:
+        """The likelihood-based trait measure at this strength (per-item probabilities kept for paired intervals)."""
+        behaviour = BEHAVIOUR.get(self.trait.trait)
+        if behaviour is None:
+            return None
+        ivs = [] if module is None else [module.at(alpha)]
+        br = evaluate_behavior_dataset(self.lm, behaviour, limit=200, seed=0, interventions=ivs, system=system)
+        return {"set": behaviour, "n": br.n, "p_matching": br.p_matching, "matching_rate": br.matching_rate,
+                "probs": br.probs}
+
+    def backfill(self, method: str) -> None:
+        """Add the per-item behaviour probabilities to an evaluation written before they were kept (same
+        strength, same items; the mean must come out as before)."""
+        path = self.dir / "eval" / f"{method}.json"
+        rec = read_json(path)
+        if rec is None or "probs" in rec.get("behaviour", {"probs": None}):
+            return
+        module = None if method in ("none", "prompt") else self.fit(method)
+        b = self.behaviour(module, rec["alpha"], self.prompt_system() if method == "prompt" else None)
+        assert b is not None and abs(b["p_matching"] - rec["behaviour"]["p_matching"]) < 1e-6, (b, rec["behaviour"])
+        rec["behaviour"] = b
+        write_json(path, rec)
+        log(f"backfilled {method}")
 
     def _prompt_dev(self, dev_qs: Sequence[str]) -> tuple[float, float]:
         """Prompting's coherence and degenerate rate on the dev questions: the bar every method's strength meets."""
@@ -211,10 +261,41 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
+def _interval(d: Sequence[float]) -> str:
+    """Mean per-item difference with its 95 % paired bootstrap interval (items resampled)."""
+    if not d:
+        return "-"
+    mean, lo, hi = T._paired(d)
+    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _plot(deltas: dict[str, dict[str, tuple[float, float, float]]], path: Path) -> None:
+    """One panel per trait: each method's change in p(matching) from none, with its 95 % paired interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(deltas), figsize=(4.2 * len(deltas), 3.6), sharey=True, squeeze=False)
+    for ax, (trait, rows) in zip(axes[0], deltas.items()):
+        names = list(rows)
+        mean = [rows[m][0] for m in names]
+        err = [[rows[m][0] - rows[m][1] for m in names], [rows[m][2] - rows[m][0] for m in names]]
+        ax.barh(range(len(names)), mean, xerr=err, capsize=3, color="#4c72b0")
+        ax.set_yticks(range(len(names)), [LABELS[m] for m in names], fontsize=8)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(f"{trait}: {BEHAVIOUR[trait]}", fontsize=9)
+        ax.set_xlabel("Δ p(matching) vs none (95 % CI)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def docs(out: Path, traits: Sequence[str]) -> None:
     lines = ["Status: partial (issue #13 open). Command: `OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python "
              "benchmarks/psr_results.py --trait T --stage data|fit|eval --method M` (see its docstring for the "
              "protocol); embedded SmolLM2-135M-Instruct, float32.", ""]
+    plot: dict[str, dict[str, tuple[float, float, float]]] = {}
     for trait in traits:
         d = out / trait
         proxy = read_json(d / "proxy.json")
@@ -222,29 +303,58 @@ def docs(out: Path, traits: Sequence[str]) -> None:
         if proxy is None or trip is None:
             continue
         r = trip["report"]
+        eval_qs = list(load_trait(trait, "eval").questions)
         lines += [f"### {trait}", "",
                   f"Triplets: {r['n_kept']} of {r['n_positive']} positive samples kept ({r['n_incoherent']} incoherent, "
                   f"{r['n_degenerate']} degenerate, {r['n_weak']} weak, {r['n_empty']} empty). Evaluation proxy "
                   f"(MiniLM + logistic regression on the extract answers): held-out accuracy "
                   f"{proxy['fit']['test_accuracy']:.2f}, accuracy on the eval questions' prompted answers "
-                  f"{proxy['eval_accuracy']:.2f} (n={proxy['n_eval']}).", "",
-                  f"| method | alpha (dev: prompting's coherence and degenerate rate) | trait (proxy, {len(load_trait(trait, 'eval').questions)} "
-                  f"eval questions) | coherence (nats/token) | degenerate | p(matching) {BEHAVIOUR.get(trait, '-')} "
-                  "(200 items) |", "|---|---|---|---|---|---|"]
-        for m in ("none", "prompt", "dim", "const_mse", "const_ll", "spsr_mse", "spsr_ll", "apsr_mse"):
-            e = read_json(d / "eval" / f"{m}.json")
+                  f"{proxy['eval_accuracy']:.2f} (n={proxy['n_eval']})."
+                  + ("" if greedy is None else
+                     f" The table's proxy is the second one, trained on greedy answers (as the evaluated answers are): "
+                     f"held-out {greedy['fit']['test_accuracy']:.2f}, eval questions' greedy prompted answers "
+                     f"{greedy['eval_accuracy']:.2f} (n={greedy['n_eval']}), their sampled ones "
+                     f"{greedy['eval_accuracy_sampled']:.2f}."), "",
+                  f"| method | alpha (dev: prompting's coherence and degenerate rate) | trait (proxy, {len(eval_qs)} "
+                  f"eval questions) | Δ trait vs none [95 % CI] | coherence (nats/token) | degenerate | p(matching) "
+                  f"{BEHAVIOUR.get(trait, '-')} (200 items) | Δ p(matching) vs none [95 % CI] |",
+                  "|---|---|---|---|---|---|---|---|"]
+        greedy = read_json(d / "proxy_greedy.json")
+        proxy_model = EmbeddingTraitProxy.load(d / ("proxy_greedy.safetensors" if greedy else "proxy.safetensors"))
+        evals = {m: read_json(d / "eval" / f"{m}.json") for m in LABELS}
+        per_q = {m: proxy_model.score(eval_qs, e["open_ended"]["answers"]) for m, e in evals.items() if e is not None}
+        base = evals.get("none")
+        for m, e in evals.items():
             if e is None:
                 continue
             o = e["open_ended"]
-            beh = e.get("behaviour", {}).get("p_matching")
-            lines.append(f"| {LABELS[m]} | {'-' if e['alpha'] is None else format(e['alpha'], 'g')} | {o['trait']:.3f} | "
-                         f"{o['coherence']:.3f} | {o['degenerate']:.2f} | "
-                         f"{'-' if beh is None else format(beh, '.3f')} |")
-        lines += ["", "Read with care: the trait column comes from a proxy that is barely above chance on this trait's eval "
-                  "questions (above); 20 eval questions and 200 behaviour items, no intervals yet; each strength was "
-                  "chosen on 4 dev questions (every point the search tried is in `eval/<method>.json`, and coherence is "
-                  "not monotone in alpha at that sample size). The search bounds the degenerate rate by prompting's: a first "
-                  "search on log-likelihood alone let S-PSR MSE through at alpha 2.25 with 95 % looping answers.", ""]
+            beh = e.get("behaviour", {})
+            d_trait = d_beh = "-"
+            if base is not None and m != "none":
+                d_trait = _interval([a - b for a, b in zip(per_q[m], per_q["none"])
+                                     if math.isfinite(a) and math.isfinite(b)])
+                if "probs" in beh and "probs" in base.get("behaviour", {}):
+                    diff = [a - b for a, b in zip(beh["probs"], base["behaviour"]["probs"])]
+                    d_beh = _interval(diff)
+                    plot.setdefault(trait, {})[m] = T._paired(diff)
+            p_m = beh.get("p_matching")
+            trait_mean = _mean([v for v in per_q[m] if math.isfinite(v)])
+            lines.append(f"| {LABELS[m]} | {'-' if e['alpha'] is None else format(e['alpha'], 'g')} | {trait_mean:.3f} | "
+                         f"{d_trait} | {o['coherence']:.3f} | {o['degenerate']:.2f} | "
+                         f"{'-' if p_m is None else format(p_m, '.3f')} | {d_beh} |")
+        acc = (greedy or proxy)["eval_accuracy"]
+        lines += ["", f"Read with care: the trait column comes from a proxy whose accuracy on this trait's eval questions is "
+                  f"{acc:.2f} (above; 0.5 is chance), so the likelihood-based p(matching) is the firmer "
+                  "trait measure; 20 eval questions and 200 behaviour items; Δ columns: mean per-item difference from "
+                  "none with a 95 % paired bootstrap interval (questions / items resampled). Each strength was chosen on "
+                  "4 dev questions (every point the search tried is in `eval/<method>.json`, and coherence is not "
+                  "monotone in alpha at that sample size). The search bounds the degenerate rate by prompting's: a first "
+                  "search on log-likelihood alone let S-PSR MSE through at alpha 2.25 with 95 % looping answers (evil).",
+                  ""]
+    if plot:
+        fig = out / "summary.png"
+        _plot(plot, fig)
+        lines += [f"![PSR: change in p(matching) from none, per trait and method](../{fig.relative_to(ROOT)})", ""]
     path = ROOT / "docs" / "results.md"
     replace_section(path, TITLE, "\n".join(lines))
     log(f"wrote {path}")
@@ -253,7 +363,7 @@ def docs(out: Path, traits: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trait", default="evil")
-    ap.add_argument("--stage", required=True, choices=["data", "fit", "eval", "docs"])
+    ap.add_argument("--stage", required=True, choices=["data", "proxy", "fit", "eval", "backfill", "docs"])
     ap.add_argument("--method", default="spsr_mse")
     ap.add_argument("--layer", type=int, default=15)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "psr"))
@@ -266,9 +376,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Ctx(out, args.trait, args.layer)
     if args.stage == "data":
         ctx.data()
+    elif args.stage == "proxy":
+        ctx.greedy_proxy()
     elif args.stage == "fit":
         for m in args.method.split(","):
             ctx.fit(m)
+    elif args.stage == "backfill":
+        for m in args.method.split(","):
+            ctx.backfill(m)
     else:
         for m in args.method.split(","):
             ctx.eval(m)

@@ -11,9 +11,12 @@ import steerlab.psr_data as psr_data
 from steerlab.data.persona_vectors import load_trait_file
 from steerlab.data.records import InstructionPair, MalformedDataError, PersonaVectorTrait
 from steerlab.evals.coherence import CoherenceScorer
+from steerlab.generate import generate
 from steerlab.psr_data import (
     Sample,
+    SampleSettings,
     build_triplets,
+    draw_samples,
     cross_fitted_scores,
     sample_jobs,
     sample_trait,
@@ -144,3 +147,21 @@ def test_cross_fitted_scores_never_judge_a_sample_with_its_own_proxy(monkeypatch
     for text, v in zip(mean, scores):  # each score is the other half's proxy's
         j = 0 if text in held_by[0] else 1
         assert v == pytest.approx(proxies[j].score(["q"], [text])[0], abs=1e-6)
+
+
+def test_settings_refuse_bad_values():
+    with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0 \(0: greedy\), got -1"):
+        SampleSettings("m", "t", temperature=-1)
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1, got 0"):
+        SampleSettings("m", "t", max_new_tokens=0)
+
+
+@pytest.mark.slow
+def test_temperature_zero_draws_the_greedy_answers(embedded, tmp_path):
+    lm = embedded
+    jobs = sample_jobs(TRAIT, kinds=("pos",))
+    got = draw_samples(lm, jobs, tmp_path / "g.jsonl", SampleSettings(lm.name, "evil", 6, 0.0))
+    want = generate(lm, [lm.format_prompt(j.question, chat=True, system=j.system) for j in jobs], max_new_tokens=6)
+    assert [s.response for s in got] == [t.strip() for t in want.texts]
+    with pytest.raises(ValueError, match="sample jobs need distinct keys"):
+        draw_samples(lm, jobs + jobs[:1], tmp_path / "h.jsonl", SampleSettings(lm.name, "evil", 6, 0.0))

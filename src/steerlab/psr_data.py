@@ -7,7 +7,7 @@ From a trait definition (a Persona Vectors trait file, or a user's own positive 
    (``x'`` = the chat prompt with ``"You are a(n) <trait> assistant. <instruction>"`` as the system prompt, the
    Persona Vectors wording), under each negative one (``"You are a helpful assistant. <negative>"``; these only
    train the trait proxy), and under the plain prompt ``x`` (the template's default system prompt; the
-   coherence reference). Sampling, ``temperature`` 1 by default. Every batch is appended to a JSON-lines cache
+   coherence reference). Sampling, ``temperature`` 1 by default (0: greedy). Every batch is appended to a JSON-lines cache
    (the first line records the settings): a killed run continues where it stopped (the samples written are
    kept; the rest are drawn afresh).
 2. **Filter** (:func:`build_triplets`): drop positive samples that are empty, degenerate (word 3-gram
@@ -73,8 +73,8 @@ class SampleSettings:
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {self.temperature!r}")
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def draw_samples(lm: LoadedModel, jobs: Sequence[Sample], cache: str | os.PathLi
                  batch_size: int = 8, progress: bool | ProgressBar = False, label: str = "sampling") -> list[Sample]:
     """Sample a response to every job (its ``question`` as the user message under its ``system`` prompt, chat
     template, ``settings``' decoding) that ``cache`` does not hold yet, appending each batch to ``cache`` as it
-    is drawn; returns all of them in job order. Jobs need distinct keys."""
+    is drawn; returns all of them in job order (temperature 0: greedy). Jobs need distinct keys."""
     path = Path(cache)
     if len({j.key for j in jobs}) != len(jobs):
         raise ValueError("sample jobs need distinct keys")
@@ -186,8 +186,9 @@ def draw_samples(lm: LoadedModel, jobs: Sequence[Sample], cache: str | os.PathLi
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             prompts = [lm.format_prompt(j.question, chat=True, system=j.system) for j in chunk]
-            out = generate(lm, prompts, max_new_tokens=settings.max_new_tokens, do_sample=True,
-                           temperature=settings.temperature, top_p=settings.top_p,
+            greedy = settings.temperature == 0
+            out = generate(lm, prompts, max_new_tokens=settings.max_new_tokens, do_sample=not greedy,
+                           temperature=1.0 if greedy else settings.temperature, top_p=settings.top_p,
                            seed=settings.seed * 1_000_003 + len(have) + start)
             done = [Sample(j.kind, j.question_index, j.instruction, j.draw, j.question, j.system, text.strip())
                     for j, text in zip(chunk, out)]
