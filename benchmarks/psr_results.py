@@ -19,7 +19,11 @@ Protocol, per trait (every unit writes one JSON file under ``--out``/<trait>/, s
   evaluation proxy (trait) and the coherence measure; the likelihood-based trait (the probability of the
   behaviour-matching answer on the trait's Anthropic persona / CAA A/B set, 200 items) at the same strength.
   ``none`` and ``prompt`` (the first positive instruction as the system prompt) are evaluated the same way.
-* ``--stage docs`` writes the PSR section of docs/results.md.
+* **proxy** (``--stage proxy``): a second evaluation proxy trained on greedy answers (as the evaluated answers
+  are); the table uses whichever proxy has the better accuracy on its own held-out extract answers.
+* ``--stage backfill`` adds per-item behaviour probabilities to evaluations written before they were kept.
+* ``--stage docs`` writes the PSR section of docs/results.md with paired bootstrap intervals against ``none``
+  and ``benchmarks/results/psr/summary.png``.
 
     OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python benchmarks/psr_results.py --trait evil --stage data
 """
@@ -293,9 +297,9 @@ def _plot(deltas: dict[str, dict[str, tuple[float, float, float]]], path: Path) 
 
 
 def docs(out: Path, traits: Sequence[str]) -> None:
-    lines = ["Status: partial (issue #13 open). Command: `OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python "
-             "benchmarks/psr_results.py --trait T --stage data|fit|eval --method M` (see its docstring for the "
-             "protocol); embedded SmolLM2-135M-Instruct, float32.", ""]
+    lines = ["Command: `OMP_NUM_THREADS=1 STEERLAB_DATA=../shared/data python benchmarks/psr_results.py --trait T "
+             "--stage data|proxy|fit|eval|docs --method M` (see its docstring for the protocol); embedded "
+             "SmolLM2-135M-Instruct, float32. Reading: [psr.md](psr.md#results-embedded-smollm2-135m-instruct).", ""]
     plot: dict[str, dict[str, tuple[float, float, float]]] = {}
     for trait in traits:
         d = out / trait
