@@ -175,23 +175,28 @@ def docs(args: argparse.Namespace) -> None:
              "prompts are answered unsteered by every steering method.", "",
              "| instruction | samples | followed (checker, strict) | kept |", "|---|---|---|---|"]
     lines += [f"| {r['eval_id']} | {r['n_samples']} | {r['n_followed']} | {r['n_kept']} |" for r in reports]
-    lines += ["", "| method | prompts steered | prompt-level strict | Δ strict vs none [95 % CI] | prompt-level loose | "
-              "coherence (nats/token) | degenerate |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| method | prompts steered | prompt-level strict | Δ strict vs none [95 % CI] | Δ strict vs prompting "
+              "[95 % CI] | prompt-level loose | coherence (nats/token) | degenerate |", "|---|---|---|---|---|---|---|---|"]
     runs = {m: read_json(out / "eval" / f"{m.replace('+', '_')}.json") for m in CONDITIONS}
-    base = runs["none"]
+
+    def delta(e: dict[str, Any], ref: str) -> str:
+        base = runs[ref]
+        if base is None or e is base:
+            return "-"
+        d = [float(a["prompt_strict"]) - float(b["prompt_strict"]) for a, b in zip(e["results"], base["results"])]
+        mean, lo, hi = T._paired(d)
+        return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
     for m, e in runs.items():
         if e is None:
             continue
         s = e["summary"]
-        delta = "-"
-        if base is not None and m != "none":
-            d = [float(a["prompt_strict"]) - float(b["prompt_strict"]) for a, b in zip(e["results"], base["results"])]
-            mean, lo, hi = T._paired(d)
-            delta = f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        lines.append(f"| {LABELS[m]} | {e['n_steered_prompts']} | {s['prompt_level_strict_acc']:.3f} | {delta} | "
-                     f"{s['prompt_level_loose_acc']:.3f} | {e['coherence']:.3f} | {e['degenerate']:.2f} |")
-    lines += ["", "Δ: mean per-prompt difference in strict accuracy from the unsteered request, with a 95 % paired "
-              "bootstrap interval over the 163 prompts.", ""]
+        lines.append(f"| {LABELS[m]} | {e['n_steered_prompts']} | {s['prompt_level_strict_acc']:.3f} | "
+                     f"{delta(e, 'none')} | {delta(e, 'prompt')} | {s['prompt_level_loose_acc']:.3f} | "
+                     f"{e['coherence']:.3f} | {e['degenerate']:.2f} |")
+    lines += ["", "Δ: mean per-prompt difference in strict accuracy, with a 95 % paired bootstrap interval over the 163 "
+              "prompts. Coherence: log-likelihood per token under the unsteered model given the request alone (the same "
+              "reference for every row).", ""]
     done = [m for m, e in runs.items() if e is not None]
     if done:
         lines += ["Strict accuracy per instruction (registry id; the 14 languages pooled; n = eval prompts):", "",
