@@ -26,7 +26,6 @@ Protocol (:mod:`steerlab.psr_ifeval`; every unit writes a file under ``--out``, 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -37,10 +36,10 @@ from typing import Any, Sequence
 import torch
 import tqa_results as T
 from embed_throughput import replace_section
+from psr_results import log, read_json, write_json
 
 import steerlab as sl
 from steerlab.data.ifeval import load_ifeval_format, load_ifeval_requests
-from steerlab.files import atomic_write_text
 from steerlab.interventions.psr import GatedSteering, load_psr, save_psr
 from steerlab.prompt_steering import PromptPair, encode_triplet
 from steerlab.psr_eval import difference_of_means
@@ -56,19 +55,6 @@ LABELS = {"none": "none (request alone)", "prompt": "prompting (instruction in t
           "dim": "CAA (difference of means, layer 15)", "const_ll": "constant, LL (layer 15)",
           "spsr_ll": "S-PSR, LL (layer 15)", "apsr_ll": "A-PSR, LL (all layers)",
           "spsr_ll+prompt": "S-PSR, LL + prompting"}
-
-
-def log(msg: str) -> None:
-    print(time.strftime("%H:%M:%S"), msg, flush=True)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def slug(eval_id: str) -> str:
