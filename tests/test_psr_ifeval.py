@@ -101,14 +101,15 @@ def test_run_ifeval_answers_the_right_text_steered_by_the_groups_module(embedded
     run = run_ifeval(lm, prompts, with_instruction=False, alpha=1.5, max_new_tokens=9,
                      module_for=lambda p: module if p.instruction_ids[0] == "punctuation:no_comma" else None)
     # the two no-comma prompts share a batch steered by their module; the other goes unsteered
-    assert calls[0] == ([lm.format_prompt("Describe a cat.", chat=True), lm.format_prompt("Describe a bird.", chat=True)],
-                        [(marker, 1.5)], 9)
+    cat_bird = [lm.format_prompt("Describe a cat.", chat=True), lm.format_prompt("Describe a bird.", chat=True)]
+    assert calls[0] == (cat_bird, [(marker, 1.5)], 9)
     assert calls[1] == ([lm.format_prompt("Describe a dog.", chat=True)], [], 9)
     assert [r.prompt_strict for r in run.results] == [True, True, False]
     assert run.summary["prompt_level_strict_acc"] == pytest.approx(2 / 3)
-    assert [r.response for r in run.results] == ["A cat sleeps all day", replies["Describe a dog."], "A bird, small and loud."]
-    ref = CoherenceScorer(lm, sep="").score([lm.format_prompt(p.prompt_without_instruction, chat=True) for p in prompts],
-                                            [r.response for r in run.results])
+    assert [r.response for r in run.results] == ["A cat sleeps all day", replies["Describe a dog."],
+                                                 "A bird, small and loud."]
+    ref = CoherenceScorer(lm, sep="").score(
+        [lm.format_prompt(p.prompt_without_instruction, chat=True) for p in prompts], [r.response for r in run.results])
     assert run.per_prompt_coherence == pytest.approx([c.loglik for c in ref], abs=1e-5)
     assert run.coherence == pytest.approx(sum(c.loglik for c in ref) / 3, abs=1e-5)
     calls.clear()

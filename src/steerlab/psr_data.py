@@ -7,9 +7,9 @@ From a trait definition (a Persona Vectors trait file, or a user's own positive 
    (``x'`` = the chat prompt with ``"You are a(n) <trait> assistant. <instruction>"`` as the system prompt, the
    Persona Vectors wording), under each negative one (``"You are a helpful assistant. <negative>"``; these only
    train the trait proxy), and under the plain prompt ``x`` (the template's default system prompt; the
-   coherence reference). Sampling, ``temperature`` 1 by default (0: greedy). Every batch is appended to a JSON-lines cache
-   (the first line records the settings): a killed run continues where it stopped (the samples written are
-   kept; the rest are drawn afresh).
+   coherence reference). Sampling, ``temperature`` 1 by default (0: greedy). Every batch is appended to a
+   JSON-lines cache (the first line records the settings): a killed run continues where it stopped (the samples
+   written are kept; the rest are drawn afresh).
 2. **Filter** (:func:`build_triplets`): drop positive samples that are empty, degenerate (word 3-gram
    repetition >= 0.3) or less coherent than the unsteered model's typical level (mean log-likelihood per token
    under the unsteered model given the prompt the sample came from, below the plain samples' mean minus
@@ -39,8 +39,8 @@ from .models import LoadedModel
 from .progress import ProgressBar, progress_for
 from .prompt_steering import PromptPair
 
-__all__ = ["KINDS", "Sample", "SampleSettings", "system_prompt", "sample_jobs", "sample_trait", "draw_samples", "read_samples",
-           "FilterReport", "build_triplets", "cross_fitted_scores", "triplet_questions"]
+__all__ = ["KINDS", "Sample", "SampleSettings", "system_prompt", "sample_jobs", "sample_trait", "draw_samples",
+           "read_samples", "FilterReport", "build_triplets", "cross_fitted_scores", "triplet_questions"]
 
 #: what a sample was drawn under: a positive instruction, a negative one, or the plain prompt
 KINDS: tuple[str, ...] = ("pos", "neg", "plain")
@@ -73,7 +73,8 @@ class SampleSettings:
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
+        t = self.temperature
+        if not (isinstance(t, (int, float)) and math.isfinite(t) and t >= 0):
             raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {self.temperature!r}")
 
 

@@ -25,10 +25,8 @@ changes should make the model follow it anyway. Evaluated on the 163 single-inst
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .data.records import IFEvalPrompt
@@ -43,6 +41,7 @@ from .psr_data import Sample, SampleSettings, draw_samples
 
 __all__ = ["InstructionGroup", "instruction_groups", "training_jobs",
            "sample_group", "TripletReport", "instruction_triplets", "IFEvalRun", "run_ifeval"]
+
 
 @dataclass(frozen=True)
 class InstructionGroup:

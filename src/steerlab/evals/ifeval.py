@@ -48,7 +48,8 @@ import nltk
 
 from ..data.records import IFEvalPrompt
 
-__all__ = ["IFEvalResult", "score_ifeval", "summarize_ifeval", "checker_id", "describe_instruction", "INSTRUCTION_IDS",
+__all__ = ["IFEvalResult", "score_ifeval", "summarize_ifeval", "checker_id", "describe_instruction",
+           "INSTRUCTION_IDS",
            "LANGDETECT_SEED", "PUNKT_TAB"]
 
 #: the NLTK resource the checkers need (``nltk.word_tokenize`` for English)
