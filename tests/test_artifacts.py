@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 import steerlab.artifacts as art
 import steerlab.files as files
-from steerlab.artifacts import VectorError, check_vector, export_gguf, load_vector, save_vector
+from steerlab.artifacts import VectorError, check_vector, export_gguf, import_gguf, load_vector, save_vector
 from steerlab.testing import tiny_model
 from steerlab.vectors import SteeringVector, VectorMeta
 
@@ -266,3 +266,40 @@ def test_vector_files_of_the_old_format_still_load(tiny, tmp_path) -> None:
                                           r"steerlab.intervention/1 and steerlab.vector/1$"):
         load_vector(future)
 
+
+
+def test_import_gguf_round_trip_is_bit_exact(tiny, tmp_path) -> None:
+    vec = _vec(tiny, layers=(1, 3, 2))
+    first = export_gguf(vec, tmp_path / "v.gguf")
+    back = import_gguf(first, tiny)
+    assert sorted(back.vectors) == ["residual.1", "residual.2", "residual.3"]
+    for key, v in vec.vectors.items():
+        assert back.vectors[key].dtype == torch.float32 and torch.equal(back.vectors[key], v.float())
+    assert (back.meta.architecture, back.meta.hidden_size, back.meta.model_name, back.meta.n_layers) == \
+        ("llama", 64, tiny.name, 4)
+    again = export_gguf(back, tmp_path / "w.gguf")
+    assert again.read_bytes() == first.read_bytes()
+    assert import_gguf(first).meta.model_name == ""  # no model given: nothing claimed about it
+
+
+def test_import_gguf_refuses_what_is_not_a_control_vector(tiny, tmp_path) -> None:
+    import gguf
+
+    with pytest.raises(VectorError, match="GGUF file not found"):
+        import_gguf(tmp_path / "none.gguf")
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a gguf at all")
+    with pytest.raises(VectorError, match=r"is not a readable GGUF file \(GGUF magic invalid\)"):
+        import_gguf(junk)
+    other = tmp_path / "model.gguf"
+    w = gguf.GGUFWriter(str(other), "llama")
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(VectorError, match="is not a control vector \\(general.architecture is 'llama'"):
+        import_gguf(other)
+    wide = SteeringVector({"residual.1": torch.ones(32)}, VectorMeta(architecture="llama"))
+    with pytest.raises(VectorError, match="its hidden size 32 does not match the model's 64"):
+        import_gguf(export_gguf(wide, tmp_path / "wide.gguf"), tiny)

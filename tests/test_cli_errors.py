@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from steerlab import cli
 from cli_support import error_line, run
+from steerlab.artifacts import load_vector
 from steerlab.testing import tiny_model
 
 BOUND = "a finite number between -10000 and 10000"
@@ -450,3 +452,17 @@ def test_eval_grid_searches_each_fold_and_reports_it(tmp_path) -> None:
     md = (out / "results.md").read_text()
     assert "Validation search" in md
     assert f"caa fold 0 (2 questions, max p_matching): **chose {{'multiplier': {chosen[0]}}}**, still at an edge" in md
+
+
+def test_import_gguf_round_trips_export_gguf(vec_file, tmp_path) -> None:
+    assert run("export-gguf", vec_file, tmp_path / "v.gguf").exit_code == 0
+    res = run("import-gguf", tmp_path / "v.gguf", tmp_path / "back.safetensors")
+    assert res.exit_code == 0, res.output
+    original, back = load_vector(vec_file), load_vector(tmp_path / "back.safetensors")
+    assert sorted(back.vectors) == sorted(original.vectors) == ["residual.1", "residual.2"]
+    assert all(torch.equal(back.vectors[k], original.vectors[k].float()) for k in original.vectors)
+    (tmp_path / "junk.gguf").write_bytes(b"junk")
+    res = run("import-gguf", tmp_path / "junk.gguf", tmp_path / "x.safetensors")
+    assert res.exit_code != 0
+    assert error_line(res) == f"error: '{tmp_path / 'junk.gguf'}' is not a readable GGUF file (GGUF magic invalid)"
+    assert not (tmp_path / "x.safetensors").exists()

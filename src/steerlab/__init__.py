@@ -30,6 +30,7 @@ _LAZY: dict[str, str] = {
     "capture": "capture",
     "capture_stats": "capture",
     "export_gguf": "artifacts",
+    "import_gguf": "artifacts",
     "fit_intervention": "train",
     "fit_vector": "fit",
     "generate": "generate",
@@ -68,6 +69,7 @@ __all__ = [
     "fit_vector",
     "generate",
     "get_adapter",
+    "import_gguf",
     "load_intervention",
     "load_model",
     "load_vector",
@@ -105,7 +107,8 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
     from .arch import ArchAdapter, ArchitectureError, get_adapter
-    from .artifacts import VectorError, export_gguf, load_intervention, load_vector, save_intervention, save_vector
+    from .artifacts import (VectorError, export_gguf, import_gguf, load_intervention, load_vector, save_intervention,
+                            save_vector)
     from .interventions.trainable import TrainableAdd
     from .train import fit_intervention
     from .capture import capture, capture_stats

@@ -43,10 +43,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from struct import error as struct_error
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from .checks import check_output_path
@@ -75,6 +77,7 @@ __all__ = [
     "save_vector",
     "load_vector",
     "export_gguf",
+    "import_gguf",
     "sidecar_path",
 ]
 
@@ -637,3 +640,40 @@ def export_gguf(vec: SteeringVector, path: str | os.PathLike[str], model_hint: s
 
     atomic_write(target, write)
     return target
+
+
+def import_gguf(path: str | os.PathLike[str], lm: LoadedModel | None = None) -> SteeringVector:
+    """Read a llama.cpp / repeng GGUF control vector: ``direction.N`` becomes ``residual.N`` (float32, values
+    unchanged; the inverse of :func:`export_gguf`), ``controlvector.model_hint`` the architecture. With ``lm``,
+    the hidden size and layers are checked against it and its name and shape are recorded."""
+    import gguf
+
+    p = Path(path)
+    if not p.is_file():
+        raise VectorError(f"GGUF file not found: {p}")
+    try:
+        reader = gguf.GGUFReader(str(p))
+    except (ValueError, OSError, struct_error) as e:
+        raise VectorError(f"'{p}' is not a readable GGUF file ({e})") from None
+    arch = reader.get_field("general.architecture")
+    if arch is None or arch.contents() != "controlvector":
+        found = "none" if arch is None else repr(arch.contents())
+        raise VectorError(f"'{p}' is not a control vector (general.architecture is {found}, not 'controlvector')")
+    vectors: dict[str, torch.Tensor] = {}
+    for t in reader.tensors:
+        if not t.name.startswith("direction.") or not t.name.split(".", 1)[1].isdigit():
+            raise VectorError(f"'{p}': unexpected tensor '{t.name}' (a control vector holds direction.N only)")
+        if t.tensor_type != gguf.GGMLQuantizationType.F32:
+            raise VectorError(f"'{p}': tensor '{t.name}' is {t.tensor_type.name}, not F32")
+        vectors[f"residual.{int(t.name.split('.', 1)[1])}"] = torch.from_numpy(np.array(t.data, dtype=np.float32))
+    if not vectors:
+        raise VectorError(f"'{p}' holds no direction tensors")
+    hint = reader.get_field("controlvector.model_hint")
+    meta = VectorMeta(architecture=str(hint.contents()) if hint is not None else "",
+                      hidden_size=int(next(iter(vectors.values())).numel()), method="gguf",
+                      extra={"source": str(p)})
+    vec = SteeringVector(vectors, meta)
+    if lm is not None:
+        check_vector(vec, lm)
+        vec = SteeringVector(vectors, replace(meta, model_name=lm.name, n_layers=lm.adapter.n_layers))
+    return vec

@@ -573,6 +573,20 @@ def export_gguf_cmd(
     _console().print(f"wrote llama.cpp control vector ({len(vec.vectors)} layer(s)) -> {path}")
 
 
+@app.command("import-gguf")
+@_errors
+def import_gguf_cmd(
+    gguf_file: Path = typer.Argument(..., help="llama.cpp / repeng GGUF control vector."),
+    out: Path = typer.Argument(..., help="Output steerlab vector (.safetensors + .json)."),
+) -> None:
+    """Import a llama.cpp / repeng GGUF control vector as a steerlab vector (direction.N -> residual.N)."""
+    from .artifacts import import_gguf, save_vector
+
+    vec = import_gguf(gguf_file)
+    path = save_vector(vec, out)
+    _console().print(f"wrote steerlab vector ({len(vec.vectors)} layer(s), hint '{vec.meta.architecture}') -> {path}")
+
+
 @app.command()
 @_errors
 def demo(
