@@ -44,13 +44,13 @@ def _uptime() -> str:
 def reference_loop(lm: Any, fit: Any, prompt_ids: Sequence[int], max_new: int) -> tuple[list[int], bool]:
     """gjw185/FASB ``tqa_run_answers`` for one prompt: greedy, no KV cache, the whole sequence recomputed at every
     step (plain torch pre-hooks on ``o_proj``: read the last position, and after a backtrack edit it)."""
-    from steerlab.generate import _eos_ids
+    from steerlab.generate import eos_ids
 
     cfg = fit.config
     d, heads = lm.adapter.head_dim, fit.heads
     pr, sig, u = fit.iti.probes, fit.iti.sigma, fit.iti.directions
     layers = sorted({l for l, _ in heads})
-    eos = set(_eos_ids(lm))
+    eos = set(eos_ids(lm))
     state: dict[str, Any] = {"acts": {}, "pro": None}
 
     def make_hook(layer: int) -> Any:

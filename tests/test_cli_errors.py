@@ -377,7 +377,7 @@ def test_ctrl_c_prints_the_partial_output(llama_dir, monkeypatch) -> None:
     lm = load_model(llama_dir)
     first = generate(lm, "hi", max_new_tokens=6)
     partial = generate(lm, "yo", max_new_tokens=3)
-    original = gen_mod._select
+    original = gen_mod.select_next
     calls = {"n": 0}
 
     def select(*args: Any, **kwargs: Any) -> Any:
@@ -386,7 +386,7 @@ def test_ctrl_c_prints_the_partial_output(llama_dir, monkeypatch) -> None:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(gen_mod, "_select", select)
+    monkeypatch.setattr(gen_mod, "select_next", select)
     res = run(
         "generate", "hi", "yo", "--model", llama_dir, "--no-chat", "-n", "6", "--json", "--batch-size", "1"
     )
@@ -406,7 +406,7 @@ def test_ctrl_c_during_the_first_prompt_prints_its_partial_text(llama_dir, monke
     def select(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gen_mod, "_select", select)
+    monkeypatch.setattr(gen_mod, "select_next", select)
     res = run(
         "generate", "hi", "yo", "--model", llama_dir, "--no-chat", "-n", "6", "--json", "--batch-size", "1"
     )

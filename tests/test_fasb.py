@@ -16,7 +16,7 @@ from steerlab.data.registry import load_dataset
 from steerlab.evals.loglik import loglikelihood
 from steerlab.evals.truthfulqa import qa_prompt
 from steerlab.evals.truthfulqa_gen import generation_prompt
-from steerlab.generate import _eos_ids
+from steerlab.generate import eos_ids
 from steerlab.backtrack import fasb_generate
 from steerlab.interventions.fasb import FASBConfig, FASBFit, FASBSteering, LinearSignal, fit_fasb, load_fasb, save_fasb
 from steerlab.methods.pairs import labelled_questions, probe_records
@@ -90,7 +90,7 @@ class Reference:
 
     def generate(self, prompt_ids: Sequence[int], max_new: int) -> tuple[list[int], dict[str, Any] | None]:
         """``tqa_run_answers`` for one prompt: greedy, no KV cache, full recompute at every step."""
-        eos = set(_eos_ids(self.lm))
+        eos = set(eos_ids(self.lm))
         s, thr = self.cfg.s, self.cfg.threshold
         ids, gen = list(prompt_ids), []
         fired, pro, event = False, 1.0, None

@@ -12,7 +12,7 @@ import torch
 
 import steerlab as sl
 from steerlab.capture import capture
-from steerlab.generate import _eos_ids
+from steerlab.generate import eos_ids
 from steerlab.hooks import HookManager
 from steerlab.interventions.add import AddIntervention, Steer
 from steerlab.monitors import Continue, Monitor, Rewind, RowAnswer, SetSteer, StepReading, Stop
@@ -71,7 +71,7 @@ class Segment:
 def fresh(lm: sl.LoadedModel, ids: Sequence[int], n: int, segments: Sequence[Segment] = ()) -> list[int]:
     """Greedy reference: one row, no padding, no KV cache, a full forward per token, steering by a hook
     written here (not steerlab's). Stops after EOS (not included) or ``n`` tokens."""
-    eos = set(_eos_ids(lm))
+    eos = set(eos_ids(lm))
     hooks = HookManager(lm.model, lm.adapter)
     for seg in segments:
         for key, v in seg.vector.vectors.items():
@@ -321,7 +321,7 @@ def test_ctrl_c_with_a_monitor_keeps_the_kept_tokens(tiny, monkeypatch) -> None:
     gen_module = importlib.import_module("steerlab.generate")  # the module (steerlab.generate is the function)
     full = sl.generate(tiny, ["abc", "hello"], max_new_tokens=8)
     calls = {"n": 0}
-    original = gen_module._select
+    original = gen_module.select_next
 
     def select(*args, **kwargs):
         calls["n"] += 1
@@ -329,7 +329,7 @@ def test_ctrl_c_with_a_monitor_keeps_the_kept_tokens(tiny, monkeypatch) -> None:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(gen_module, "_select", select)
+    monkeypatch.setattr(gen_module, "select_next", select)
     with pytest.raises(gen_module.GenerationInterrupted) as info:
         sl.generate(tiny, ["abc", "hello"], max_new_tokens=8, monitors=[Script({(1, 0): Rewind(1)})])
     part = info.value.output
@@ -342,7 +342,7 @@ def fresh_last(lm: sl.LoadedModel, ids: Sequence[int], n: int, v: sl.SteeringVec
                start: int) -> list[int]:
     """Greedy reference of ``kv_cache="unsteered"``: one row, no KV cache, the whole sequence recomputed at
     every step and only its *last* position steered (when it is ``>= start``), by a hook written here."""
-    eos = set(_eos_ids(lm))
+    eos = set(eos_ids(lm))
     hooks = HookManager(lm.model, lm.adapter)
     for key, vec in v.vectors.items():
         def edit(x, site, state, vec=vec):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Callable, Literal, Sequence, Union
 
 import torch
 
@@ -28,7 +28,7 @@ from .sites import Site
 from .vectors import SteeringVector
 
 __all__ = ["GenerationConfig", "GenerationOutput", "GenerationInterrupted", "generate", "normalize_steer",
-           "check_prompts", "KVCache", "KV_CACHES"]
+           "check_prompts", "KVCache", "KV_CACHES", "eos_ids", "select_next"]
 
 PathArg = Union[str, os.PathLike[str]]
 #: what the keys/values of processed tokens hold under steering (see :func:`generate`)
@@ -151,7 +151,8 @@ def normalize_steer(
     return out
 
 
-def _eos_ids(lm: LoadedModel) -> list[int]:
+def eos_ids(lm: LoadedModel) -> list[int]:
+    """The token ids that end a generation (the model's generation config and the tokenizer's EOS)."""
     ids: set[int] = set()
     gc = getattr(lm.model, "generation_config", None)
     for src in (getattr(gc, "eos_token_id", None), lm.tokenizer.eos_token_id):
@@ -162,7 +163,8 @@ def _eos_ids(lm: LoadedModel) -> list[int]:
     return sorted(ids)
 
 
-def _select(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator | None) -> torch.Tensor:
+def select_next(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator | None) -> torch.Tensor:
+    """The next token per row from last-position ``logits``: argmax, or a draw with ``cfg``'s sampling settings."""
     if not cfg.do_sample:
         return logits.argmax(-1)
     logits = logits.float() / cfg.temperature
@@ -213,6 +215,7 @@ def generate(
     monitors: Sequence[Monitor] = (),
     max_steps: int | None = None,
     kv_cache: KVCache = "steered",
+    on_step: Callable[[list[list[int]]], None] | None = None,
 ) -> GenerationOutput:
     """Generate from ``prompts`` while steering.
 
@@ -246,6 +249,9 @@ def generate(
     without recomputing: while any row is steered, each step re-feeds the previous token unsteered
     together with the new one (a two-token step), so the cache only ever keeps unsteered keys/values.
     ``interventions=`` see ``state.last_only`` and must honour it themselves.
+
+    ``on_step``: called after every decode step with each row's generated token ids so far (the kept ones,
+    after any rewind; ended rows included), e.g. to stream text; an exception it raises ends the call.
     """
     prompts = check_prompts(prompts)
     if kv_cache not in KV_CACHES:
@@ -292,7 +298,7 @@ def generate(
                     seen.add(site.normalized(lm.adapter))
                     hooks.add(site, read)
 
-    eos = torch.tensor(_eos_ids(lm) or [-1], device=device)
+    eos = torch.tensor(eos_ids(lm) or [-1], device=device)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else int(eos[0])
     gen = None
     if cfg.do_sample:
@@ -354,13 +360,15 @@ def generate(
                     use_cache=cache is not None,
                     logits_to_keep=1,
                 )
-                nxt = _select(out.logits[:, -1, :], cfg, gen)
+                nxt = select_next(out.logits[:, -1, :], cfg, gen)
                 nxt = torch.where(unfinished, nxt, torch.full_like(nxt, pad_id))
                 if rows is not None:  # an ended row's pad tokens are not part of its text: masked out
                     full_ids = torch.cat([full_ids, nxt[:, None]], dim=1)
                     full_mask = torch.cat([full_mask, unfinished.long()[:, None]], dim=1)
                     bar.advance(1)
                     rows.after_step(step, nxt, unfinished, eos, full_ids, full_mask, stopped_by_string, reads)
+                    if on_step is not None:
+                        on_step([list(g) for g in rows.gen])
                     if not rows.any_running():
                         break
                     continue
@@ -374,6 +382,8 @@ def generate(
                         if unfinished[r] and any(s in tok.decode(out_tokens[r].tolist(), skip_special_tokens=True) for s in cfg.stop):
                             unfinished[r] = False
                             stopped_by_string[r] = True
+                if on_step is not None:
+                    on_step(out_tokens.tolist())
                 if not bool(unfinished.any()):
                     break
         except KeyboardInterrupt:

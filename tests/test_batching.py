@@ -1,0 +1,147 @@
+"""Continuous batching: each row's tokens equal a solo `generate` call, however rows join and leave."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+import steerlab as sl
+from steerlab.batching import BatchEngine, RowEvent, RowRequest
+from steerlab.interventions.add import Steer
+from steerlab.testing import tiny_model
+
+PROMPTS = ["the cat sat on", "hello world, this is a longer prompt than the others", "abc", "zz top",
+           "one two three four", "q"]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_model("llama", n_layers=4, hidden=64, seed=1)
+
+
+def _vec(lm, seed: int, layers=(1, 2), scale: float = 30.0, kind: str = "residual") -> sl.SteeringVector:
+    g = torch.Generator().manual_seed(seed)
+    a = lm.adapter
+    width = a.heads_width if kind == "heads" else a.hidden_size
+    vecs = {f"{kind}.{layer}": torch.randn(width, generator=g) * scale / width**0.5 for layer in layers}
+    meta = sl.VectorMeta(model_name=lm.name, architecture=a.family, hidden_size=a.hidden_size, n_layers=a.n_layers)
+    return sl.SteeringVector(vecs, meta)
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.finish: str | None = None
+        self.error: str | None = None
+
+    def __call__(self, ev: RowEvent) -> None:
+        assert self.finish is None, "an event after the row ended"
+        if ev.token is not None:
+            self.tokens.append(ev.token)
+        if ev.finish is not None:
+            self.finish, self.error = ev.finish, ev.error
+
+
+def _ids(lm, prompt: str) -> list[int]:
+    return lm.encode([prompt])["input_ids"][0].tolist()
+
+
+def _run(engine: BatchEngine, plan: list[tuple[int, RowRequest]], max_steps: int = 500) -> list[Collect]:
+    """Submit each request at its step (rows join a running batch), step until everything ended."""
+    sinks = [Collect() for _ in plan]
+    for step in range(max_steps):
+        for (at, req), sink in zip(plan, sinks):
+            if at == step:
+                engine.submit(req, sink)
+        engine.step()
+        if step >= max(at for at, _ in plan) and engine.idle:
+            break
+    assert all(s.finish is not None for s in sinks)
+    return sinks
+
+
+def _solo(lm, prompt: str, req: RowRequest) -> list[int]:
+    kw = {}
+    if req.steer is not None:
+        kw = dict(steer=req.steer)
+    out = sl.generate(lm, prompt, max_new_tokens=req.max_new_tokens, do_sample=req.do_sample,
+                      temperature=req.temperature, top_p=req.top_p, seed=req.seed, **kw)
+    return out.tokens[0]
+
+
+def test_rows_joining_and_leaving_get_their_solo_tokens(lm) -> None:
+    vecs = [_vec(lm, 1), _vec(lm, 2, layers=(0, 3)), _vec(lm, 3, kind="heads", layers=(2,)), None]
+    wheres = ["all", "generated", "prompt", 3]
+    plan = []
+    for i, prompt in enumerate(PROMPTS * 2):
+        v = vecs[i % len(vecs)]
+        steer = None if v is None else Steer(v, strength=[1.0, -2.0, 0.5][i % 3], where=wheres[i % 4])
+        sample = i % 5 == 4
+        req = RowRequest(_ids(lm, prompt), max_new_tokens=6 + (i * 3) % 11, steer=steer, do_sample=sample,
+                         temperature=0.8, seed=100 + i if sample else None)
+        plan.append((i // 2 * 3, req))  # two rows join every third step
+    engine = BatchEngine(lm, max_batch=5, max_join=2)
+    got = _run(engine, plan)
+    for (_, req), sink, prompt in zip(plan, got, PROMPTS * 2):
+        assert sink.tokens == _solo(lm, prompt, req), prompt
+        assert sink.finish in ("eos", "length")
+    assert engine.stats.max_batch_seen == 5  # rows really ran together (and waited for room)
+    assert engine.stats.rows_done == len(plan) and engine.idle
+    # steering acts: a steered row differs from its unsteered run
+    req = plan[0][1]
+    assert got[0].tokens != _solo(lm, PROMPTS[0], RowRequest(req.prompt_ids, req.max_new_tokens))
+
+
+def test_stop_string_and_budget(lm) -> None:
+    plain = sl.generate(lm, PROMPTS[0], max_new_tokens=12)
+    text = plain.texts[0]
+    stop = text[3:5]
+    engine = BatchEngine(lm)
+    sink = _run(engine, [(0, RowRequest(_ids(lm, PROMPTS[0]), 12, stop=(stop,)))])[0]
+    ref = sl.generate(lm, PROMPTS[0], max_new_tokens=12, stop=stop)
+    assert sink.finish == "stop" and ref.finish_reasons[0] == "stop"
+    assert sink.tokens == ref.tokens[0]
+    one = _run(BatchEngine(lm), [(0, RowRequest(_ids(lm, PROMPTS[0]), 1))])[0]
+    assert one.finish == "length" and one.tokens == plain.tokens[0][:1]
+
+
+def test_cancel_frees_the_row_and_others_are_unchanged(lm) -> None:
+    engine = BatchEngine(lm)
+    reqs = [RowRequest(_ids(lm, p), 20, steer=Steer(_vec(lm, i + 5))) for i, p in enumerate(PROMPTS[:3])]
+    sinks = [Collect() for _ in reqs]
+    rids = [engine.submit(r, s) for r, s in zip(reqs, sinks)]
+    for _ in range(3):
+        engine.step()
+    assert engine.running == 3
+    engine.cancel(rids[1])
+    engine.step()
+    # a step is a prefill (first token) and a decode pass: 3 steps made 4 tokens; none comes after the cancel
+    assert engine.running == 2 and sinks[1].finish == "cancelled" and len(sinks[1].tokens) == 4
+    while not engine.idle:
+        engine.step()
+    for i in (0, 2):
+        assert sinks[i].tokens == _solo(lm, PROMPTS[i], reqs[i])
+
+
+def test_deadline_and_shutdown(lm) -> None:
+    engine = BatchEngine(lm)
+    late, running, queued = Collect(), Collect(), Collect()
+    engine.submit(RowRequest(_ids(lm, "x"), 50, deadline=time.monotonic() - 1), late)
+    engine.submit(RowRequest(_ids(lm, "y"), 50), running)
+    engine.step()
+    assert late.finish == "timeout" and late.tokens == []
+    engine.submit(RowRequest(_ids(lm, "z"), 50), queued)
+    assert engine.fail_all("shutdown", "the server is shutting down") == 2
+    assert running.finish == queued.finish == "shutdown"
+    assert running.error == "the server is shutting down" and engine.idle
+
+
+def test_bad_requests(lm) -> None:
+    with pytest.raises(ValueError, match="the prompt has no tokens"):
+        RowRequest([], 4)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
+        RowRequest([1, 2], 0)
+    with pytest.raises(ValueError, match="max_batch and max_join must be >= 1"):
+        BatchEngine(lm, max_batch=0)
