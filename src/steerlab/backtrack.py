@@ -13,7 +13,7 @@ counting kept + regenerated tokens. Rows of a batch decide and back up independe
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .generate import GenerationOutput, generate
 from .interventions.fasb import FASBFit, FASBSteering
@@ -189,18 +189,21 @@ class FASBOutput(GenerationOutput):
 
 def fasb_generate(lm: LoadedModel, prompts: str | Sequence[str], steering: FASBSteering | FASBFit, *,
                   max_new_tokens: int = 50, stop: str | Sequence[str] | None = None, chat: bool = False,
-                  system: str | None = None, progress: bool = False) -> FASBOutput:
+                  system: str | None = None, progress: bool = False,
+                  on_step: Callable[[list[list[int]]], None] | None = None) -> FASBOutput:
     """Greedy FASB generation (module doc) through :func:`steerlab.generate` with a :class:`FASBMonitor`.
 
     ``max_new_tokens`` is the budget of the final answer (kept + regenerated tokens; the reference: 50).
     ``stop`` strings: the text is cut at the first one, and a row ends once that text can no longer change
-    (see :class:`FASBMonitor`): the same cut texts as a run to the full budget, faster.
+    (see :class:`FASBMonitor`): the same cut texts as a run to the full budget, faster. ``on_step``: see
+    :func:`steerlab.generate` (each row's kept tokens after every step: a backtrack shortens them).
     """
     sv = steering.steering(lm) if isinstance(steering, FASBFit) else steering
     items = [prompts] if isinstance(prompts, str) else list(prompts)
     stops = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
     kw = generate_kwargs(sv, len(items), max_new_tokens, stops, lm.tokenizer)
-    out = generate(lm, items, max_new_tokens=max_new_tokens, chat=chat, system=system, progress=progress, **kw)
+    out = generate(lm, items, max_new_tokens=max_new_tokens, chat=chat, system=system, progress=progress,
+                   on_step=on_step, **kw)
     mon: FASBMonitor = kw["monitors"][0]
     texts = [_cut_text(t, stops) for t in out.texts]
     reasons = ["stop" if t != raw else why for t, raw, why in zip(texts, out.texts, out.finish_reasons)]

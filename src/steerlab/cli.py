@@ -589,6 +589,44 @@ def import_gguf_cmd(
 
 @app.command()
 @_errors
+def serve(
+    model: str = ModelOpt,
+    artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Directory of steerlab artifacts (vectors, "
+                                             "fasb, psr) requests may steer with, by file name."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (127.0.0.1: this machine only)."),
+    port: int = typer.Option(8000, min=0, max=65535),
+    dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16 (default: the model's)."),
+    max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="Most new tokens a request may ask for."),
+    default_max_tokens: int = typer.Option(128, "--default-max-tokens", min=1,
+                                           help="New tokens when a request gives no max_tokens."),
+    max_prompt_tokens: int = typer.Option(2048, "--max-prompt-tokens", min=1),
+    max_batch: int = typer.Option(16, "--max-batch", min=1, help="Rows decoded together at most."),
+    max_queue: int = typer.Option(64, "--max-queue", min=0, help="Requests waiting beyond the batch (more: 429)."),
+    timeout: float = typer.Option(300.0, "--timeout", help="Seconds a request may take (then 504)."),
+    shutdown_grace: float = typer.Option(30.0, "--shutdown-grace",
+                                         help="Seconds Ctrl-C / SIGTERM waits for accepted requests."),
+) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API with per-request steering, and a playground at /."""
+    from .serve.app import create_app, run_server
+    from .serve.registry import load_registry
+    from .serve.scheduler import Limits
+
+    limits = Limits(max_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens, max_batch=max_batch,
+                    max_queue=max_queue, timeout_s=timeout, shutdown_grace_s=shutdown_grace)
+    if artifacts is not None and not artifacts.is_dir():
+        raise ValueError(f"artifact directory not found: {artifacts}")
+    lm = _load(model, dtype)
+    registry = load_registry(artifacts, lm)
+    for name, why in registry.skipped.items():
+        _err_console().print(f"[bold yellow]warning:[/] not serving {escape(name)}: {escape(why)}", markup=True)
+    names = ", ".join(sorted(registry.artifacts)) or "none"
+    _err_console().print(f"serving {lm.name} on http://{host}:{port}/ (playground) and /v1; artifacts: {names}")
+    run_server(create_app(lm, registry, limits, default_max_tokens=default_max_tokens), host, port, shutdown_grace)
+    _err_console().print("server stopped")
+
+
+@app.command()
+@_errors
 def demo(
     model: str = ModelOpt,
     out_dir: Path = typer.Option(Path("out/demo"), "--out-dir", help="Where the demo's pairs and vector are written."),
