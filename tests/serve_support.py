@@ -93,3 +93,28 @@ def write_artifacts(lm: sl.LoadedModel, root: Any) -> dict[str, Any]:
     objs["psr1"] = module
     (root / "junk.safetensors").write_bytes(b"not a safetensors file")
     return objs
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@contextlib.contextmanager
+def chromium(tmp_dir: Any, width: int = 1280, height: int = 860) -> Iterator[Any]:
+    """Debian's headless Chromium driven by Selenium through Debian's chromedriver (nothing downloaded)."""
+    import os
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for a browser online
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--window-size={width},{height}", f"--user-data-dir={tmp_dir}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -145,3 +145,23 @@ def test_bad_requests(lm) -> None:
         RowRequest([1, 2], 0)
     with pytest.raises(ValueError, match="max_batch and max_join must be >= 1"):
         BatchEngine(lm, max_batch=0)
+
+
+@pytest.mark.slow
+def test_embedded_model_rows_get_their_solo_tokens(embedded) -> None:
+    """The real model: five chat prompts with distinct vectors and strengths (one unsteered), joining one
+    after another; every row's greedy tokens equal a solo generate call."""
+    prompts = ["What is the capital of France?", "Write a haiku about the sea.", "Hi", "Name three fruits.",
+               "Why is the sky blue?"]
+    vecs = [_vec(embedded, 11, layers=(6, 12), scale=12.0), _vec(embedded, 12, layers=(10,), scale=20.0),
+            _vec(embedded, 13, layers=(8,), kind="heads", scale=6.0), None, _vec(embedded, 14, layers=(15,))]
+    plan = []
+    for i, (prompt, v) in enumerate(zip(prompts, vecs)):
+        ids = embedded.encode([prompt], chat=True)["input_ids"][0].tolist()
+        steer = None if v is None else Steer(v, [1.0, -1.5, 2.0, 1.0, 0.7][i], ["all", "generated", "all", "all", 4][i])
+        plan.append((2 * i, RowRequest(ids, 24, steer=steer)))
+    got = _run(BatchEngine(embedded, max_batch=4), plan)
+    for (_, req), sink, prompt in zip(plan, got, prompts):
+        kw = {} if req.steer is None else {"steer": req.steer}
+        ref = sl.generate(embedded, prompt, chat=True, max_new_tokens=24, **kw)
+        assert sink.tokens == ref.tokens[0], prompt
