@@ -114,10 +114,14 @@ class Ticket:
 
 
 class Scheduler:
-    """Owns the engine thread and the FASB / PSR worker; admits requests within :class:`Limits`."""
+    """Owns the engine thread and the FASB / PSR worker; admits requests within :class:`Limits`.
 
-    def __init__(self, lm: LoadedModel, limits: Limits | None = None) -> None:
+    ``gather_s``: when a request wakes an idle engine, it waits this long for others sent at the same moment,
+    so that they share one prefill pass."""
+
+    def __init__(self, lm: LoadedModel, limits: Limits | None = None, gather_s: float = 0.005) -> None:
         self.lm = lm
+        self.gather_s = gather_s
         self.limits = limits or Limits()
         self.engine = BatchEngine(lm, max_batch=self.limits.max_batch, max_join=self.limits.max_batch)
         self._lock = threading.Lock()
@@ -188,8 +192,9 @@ class Scheduler:
             if self._failing:
                 self.engine.fail_all("shutdown", "the server shut down before this request finished")
             if self.engine.idle:
-                self._wake.wait(0.05)
-                self._wake.clear()
+                if self._wake.wait(0.05):
+                    self._wake.clear()
+                    time.sleep(self.gather_s)  # requests sent together start together: one prefill, not several
                 continue
             self.engine.step()
         self.engine.fail_all("shutdown", "the server shut down before this request finished")
