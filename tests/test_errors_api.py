@@ -330,7 +330,7 @@ def test_new_tokens_are_capped_at_the_context() -> None:
 def test_ctrl_c_keeps_the_partial_output(tiny, monkeypatch) -> None:
     vec = _vec(tiny)
     full = generate(tiny, ["abc", "hello"], steer=vec, max_new_tokens=8)
-    original = gen_module._select
+    original = gen_module.select_next
     calls = {"n": 0}
 
     def select(*args: Any, **kwargs: Any) -> Any:
@@ -339,7 +339,7 @@ def test_ctrl_c_keeps_the_partial_output(tiny, monkeypatch) -> None:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(gen_module, "_select", select)
+    monkeypatch.setattr(gen_module, "select_next", select)
     with pytest.raises(GenerationInterrupted) as info:
         generate(tiny, ["abc", "hello"], steer=vec, max_new_tokens=8)
     assert isinstance(info.value, KeyboardInterrupt)
@@ -347,7 +347,7 @@ def test_ctrl_c_keeps_the_partial_output(tiny, monkeypatch) -> None:
     assert part.tokens == [t[:3] for t in full.tokens]
     assert part.texts == [tiny.tokenizer.decode(t[:3]) for t in full.tokens]
     assert part.finish_reasons == ["interrupted", "interrupted"]
-    monkeypatch.setattr(gen_module, "_select", original)
+    monkeypatch.setattr(gen_module, "select_next", original)
     # the steering hooks were removed on the way out: a plain run is unsteered again
     assert (
         generate(tiny, ["abc", "hello"], max_new_tokens=8).tokens

@@ -125,6 +125,19 @@ def _parse_where(text: str) -> str | int:
 
 
 ModelOpt = typer.Option("embedded", "--model", "-m", help="'embedded', a .gguf file, a local directory or a hub id.")
+RayOpt = typer.Option(None, "--ray", metavar="ADDRESS",
+                      help="ADDRESS of a Ray cluster, or 'local' to start one here (docs/scaling.md).")
+RayWorkersOpt = typer.Option(2, "--ray-workers", min=1, help="With --ray: actors, each with its own model.")
+
+
+def _ray_cluster(address: str | None, workers: int) -> Any:
+    """``--ray ADDRESS``: a :class:`~steerlab.distributed.RayCluster` to enter (address checked on entry);
+    without it, nothing."""
+    if address is None:
+        return contextlib.nullcontext(None)
+    from .distributed import RayCluster
+
+    return RayCluster(address, workers=workers)
 
 
 @app.command()
@@ -669,6 +682,8 @@ def eval_cmd(
     select: Optional[str] = typer.Option(None, help="Metric the search maximises (default: the task's: mc2, true_info with a coherence floor, acc, p_matching)."),
     coherence_margin: Optional[float] = typer.Option(None, help="truthfulqa_gen search: eligible configurations keep coherence >= unsteered - this (nats/token, default 0.5)."),
     val_limit: Optional[int] = typer.Option(None, min=1, help="Search on the first N validation questions of each fold."),
+    ray: Optional[str] = RayOpt,
+    ray_workers: int = RayWorkersOpt,
 ) -> None:
     """Evaluate a task (with a steering method), or STS for sentence embeddings."""
     from .checks import check_output_path
@@ -677,7 +692,8 @@ def eval_cmd(
         from .embed.commands import eval_sts_command
 
         unused = [name for name, given in (("--method", method != "none"), ("--param", bool(param)),
-                                           ("--folds", folds != 2), ("--seed", seed != 0), ("--grid", bool(grid))) if given]
+                                           ("--folds", folds != 2), ("--seed", seed != 0), ("--grid", bool(grid)),
+                                           ("--ray", ray is not None)) if given]
         if unused:
             raise ValueError(f"{', '.join(unused)} given to `eval sts`, which scores sentence embeddings without "
                              "a steering method: drop them")
@@ -704,10 +720,16 @@ def eval_cmd(
     search = make_search(task, method, grid, options, grow=not no_grow, select=select, margin=coherence_margin,
                          val_limit=val_limit)
     check_output_path(out, folder=True)
-    # "tiny" / "tiny:<family>": random test models (run_eval builds them); anything else loads here
-    lm = model if model == "tiny" or model.startswith("tiny:") else _load(model)
-    res = run_eval(task, method, lm, limit, folds, out, seed, batch_size=batch_size, model_id=model,
-                   progress=True, method_options=options, search=search)
+    with _ray_cluster(ray, ray_workers) as cluster:
+        # "tiny" / "tiny:<family>": random test models (run_eval builds them); anything else loads here
+        lm = model if model == "tiny" or model.startswith("tiny:") else _load(model)
+        shard = None
+        if cluster is not None:  # each actor loads the model itself
+            from .distributed import ModelSpec
+
+            shard = cluster.eval_shard(ModelSpec(model))
+        res = run_eval(task, method, lm, limit, folds, out, seed, batch_size=batch_size, model_id=model,
+                       progress=True, method_options=options, search=search, shard=shard)
     m = res["metrics"]
     table = Table(title=f"{task} | {method} | {model}")
     table.add_column("n", justify="right")
@@ -744,13 +766,22 @@ def embed(
     batch_size: int = typer.Option(32, min=1),
     chunk_size: int = typer.Option(1024, min=1, help="Sentences per checkpointed chunk (resume granularity)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted run."),
+    ray: Optional[str] = RayOpt,
+    ray_workers: int = RayWorkersOpt,
 ) -> None:
     """Write sentence embeddings of FILE (resumable)."""
     from .embed.commands import embed_command
 
-    path = embed_command(file, output=out, model=model, prompt=prompt, layer=layer, cp=cp, cp_layer=cp_layer,
-                         alpha=alpha, tp=tp, tp_exit=tp_exit, text_field=text_field, batch_size=batch_size,
-                         chunk_size=chunk_size, resume=resume)
+    options: dict[str, Any] = dict(prompt=prompt, layer=layer, cp=cp, cp_layer=cp_layer, alpha=alpha, tp=tp,
+                                   tp_exit=tp_exit)
+    with _ray_cluster(ray, ray_workers) as cluster:
+        encode_chunks = None
+        if cluster is not None:  # each actor loads the model itself and encodes whole chunks
+            from .distributed import ModelSpec
+
+            encode_chunks = cluster.embed_chunks(ModelSpec(model), options, batch_size)
+        path = embed_command(file, output=out, model=model, text_field=text_field, batch_size=batch_size,
+                             chunk_size=chunk_size, resume=resume, encode_chunks=encode_chunks, **options)
     _console().print(f"embeddings -> {path}")
 
 

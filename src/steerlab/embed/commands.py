@@ -126,13 +126,15 @@ def embed_command(
     chunk_size: int = 1024,
     resume: bool = True,
     progress: bool = True,
+    encode_chunks: Any = None,
     **encoder_options: Any,
 ) -> Path:
     """``steerlab embed FILE``: embed every sentence of FILE (``.txt`` one per line, ``.jsonl``
     with a ``text`` field, ``.tsv``/``.csv`` with a ``text`` column) into ``.npy`` or parquet.
 
     Resumable: an interrupted run continues from the last finished chunk. Returns the output path.
-    ``encoder_options``: the keywords of :func:`build_encoder`.
+    ``encoder_options``: the keywords of :func:`build_encoder`. ``encode_chunks`` computes the chunks in
+    other processes (:meth:`steerlab.distributed.RayCluster.embed_chunks`, built from the same options).
     """
     from .io import _output_format, _pyarrow, embed_file, read_sentences
 
@@ -153,4 +155,4 @@ def embed_command(
         raise ValueError(f"--chunk-size must be >= 1, got {chunk_size}")
     enc = build_encoder(model, batch_size=batch_size, **encoder_options)
     return embed_file(enc, src, out, fmt=fmt, text_field=text_field, batch_size=batch_size,
-                      chunk_size=chunk_size, progress=progress, resume=resume)
+                      chunk_size=chunk_size, progress=progress, resume=resume, encode_chunks=encode_chunks)

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -24,9 +24,11 @@ from ..files import atomic_write, atomic_write_text, read_jsonl, read_text, text
 from ..progress import ProgressBar
 from .encoder import Encoder
 
-__all__ = ["ChunkStore", "read_sentences", "embed_file", "fingerprint", "OUTPUT_FORMATS"]
+__all__ = ["ChunkStore", "read_sentences", "embed_file", "fingerprint", "OUTPUT_FORMATS", "EncodeChunks"]
 
 OUTPUT_FORMATS = ("npy", "parquet")
+#: ``encode_chunks([(chunk index, its sentences), ...])`` -> ``(chunk index, (m, dim) array)`` as each is done
+EncodeChunks = Callable[[list[tuple[int, list[str]]]], Iterable[tuple[int, np.ndarray]]]
 _MANIFEST = "manifest.json"
 
 
@@ -129,6 +131,25 @@ class ChunkStore:
             for i in todo:
                 lo, hi = self.bounds(i)
                 self.write(i, encode(list(texts[lo:hi]), bar))
+
+    def fill_from(self, texts: Sequence[str], encode_chunks: EncodeChunks, progress: bool = False,
+                  desc: str = "embed") -> None:
+        """Compute the missing chunks elsewhere: ``encode_chunks([(i, texts of chunk i), ...])`` yields
+        ``(i, (m, dim) array)`` as each chunk is done, in any order (e.g. from Ray workers,
+        :mod:`steerlab.distributed`); each is written at once, so an interrupted run resumes as with :meth:`fill`."""
+        todo = self.missing()
+        done_rows = self.n - sum(self.bounds(i)[1] - self.bounds(i)[0] for i in todo)
+        work = [(i, list(texts[self.bounds(i)[0]:self.bounds(i)[1]])) for i in todo]
+        asked = set(todo)
+        with ProgressBar(self.n, progress, desc, "sent", initial=done_rows) as bar:
+            for i, arr in encode_chunks(work):
+                if i not in asked:
+                    raise RuntimeError(f"chunk {i} came back but was not asked for")
+                self.write(i, arr)
+                bar.advance(self.bounds(i)[1] - self.bounds(i)[0])
+        missing = self.missing()
+        if missing:
+            raise RuntimeError(f"{len(missing)} chunk(s) did not come back (first: {missing[0]})")
 
     def iter_chunks(self) -> Iterator[np.ndarray]:
         for i in range(self.n_chunks):
@@ -239,12 +260,14 @@ def embed_file(
     chunk_size: int = 1024,
     progress: bool = True,
     resume: bool = True,
+    encode_chunks: EncodeChunks | None = None,
 ) -> Path:
     """Embed every sentence of ``input_path`` into ``output_path`` (``.npy`` or parquet).
 
     Work is saved chunk by chunk in ``<output>.parts/``; running the same command again after
     an interruption continues where it stopped (``resume=False`` starts over). The parts folder
-    is removed once the output file is written.
+    is removed once the output file is written. ``encode_chunks`` computes the chunks elsewhere
+    (:meth:`ChunkStore.fill_from`; it must encode each chunk as ``encoder`` would, with ``batch_size``).
     """
     inp = Path(input_path)
     texts = read_sentences(inp, text_field=text_field)
@@ -270,7 +293,10 @@ def embed_file(
         bar.advance(len(chunk))
         return arr
 
-    store.fill(texts, encode, progress=progress, desc=f"embed {inp.name}")
+    if encode_chunks is None:
+        store.fill(texts, encode, progress=progress, desc=f"embed {inp.name}")
+    else:
+        store.fill_from(texts, encode_chunks, progress=progress, desc=f"embed {inp.name}")
     result = store.write_parquet(out, texts) if fmt == "parquet" else store.write_npy(out)
     store.remove()
     return result

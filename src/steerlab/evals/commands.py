@@ -149,6 +149,7 @@ def run_eval(
     on_chunk: Callable[[int, list[int]], None] | None = None,
     method_options: dict[str, Any] | None = None,
     search: Any = None,
+    shard: Any = None,
     **method_kwargs: Any,
 ) -> dict[str, Any]:
     """Evaluate ``method`` on ``task`` (``folds``-fold CV by question) and write the results and report to ``out``.
@@ -160,7 +161,8 @@ def run_eval(
     ``method_options`` is the same as ``method_kwargs`` as a dict (use it for options whose names
     clash with this function's own keywords, e.g. CAA's ``batch_size``). ``search``
     (:class:`~steerlab.evals.runner.Search`, e.g. from :func:`make_search`) chooses options on each
-    fold's validation questions first. Returns the results dict.
+    fold's validation questions first. ``shard`` (:meth:`steerlab.distributed.RayCluster.eval_shard`) runs the
+    folds' fits and scoring in other processes, with the same results. Returns the results dict.
     """
     method_kwargs = {**(method_options or {}), **method_kwargs}
     from ..methods import make_method
@@ -183,7 +185,7 @@ def run_eval(
     command = eval_command(task, method, model_id.split("|")[0], limit, folds, out, seed, method_kwargs, search)
     results = run_task(lm, task, m, Path(out), limit=limit, folds=folds, seed=seed, split=split, root=root,
                        batch_size=batch_size, chunk_size=chunk_size, model_id=model_id, command=command,
-                       progress=progress, on_chunk=on_chunk, search=search)
+                       progress=progress, on_chunk=on_chunk, search=search, shard=shard)
     if report:
         write_report(results, out)
     return results

@@ -20,6 +20,12 @@ True / Info / True*Info), the six MC tasks (acc / acc_norm / acc_char) and the b
 Items are scored in fixed chunks of ``chunk_size`` consecutive held-out items of a fold, so a
 resumed run batches exactly like an uninterrupted one (bit-identical scores) unless it was
 killed in the middle of writing a chunk.
+
+``run_task(..., shard=...)`` hands the work to other processes (:mod:`steerlab.distributed`: a Ray
+cluster) as :class:`FoldJob` s: a fold's fit (or validation search) together with its chunks, or, for
+a method that fits nothing, one chunk. A worker runs a job with :func:`run_fold_job`, the code the
+in-process loop runs, on its own copy of the model, and returns the checkpoint records it made; this
+process writes them, so the checkpoint, its resumption and ``results.json`` are the same either way.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..checks import check_output_path
 from ..files import atomic_write_text
@@ -40,10 +46,12 @@ from ..models import LoadedModel
 from .report import RAW_METRICS
 from .selection import Choice, Rule, Step, config_key, doubling, grid, search, stepping
 from .truthfulqa import kfold_by_question, train_val_split
+from .gen_judge import GenerationJudge
 from .truthfulqa_gen import gen_judge
 
 __all__ = ["TaskSpec", "TASK_NAMES", "get_task", "task_names", "config_hash", "Checkpoint", "run_task",
-           "write_json_atomic", "RESULTS_FORMAT", "Evaluate", "Search", "GEN_MARGIN", "RAW_METRICS"]
+           "write_json_atomic", "RESULTS_FORMAT", "Evaluate", "Search", "GEN_MARGIN", "RAW_METRICS", "FoldJob",
+           "FoldWork", "Shard", "MemoryCheckpoint", "run_fold_job"]
 
 RESULTS_FORMAT = 1
 Rows = list[dict[str, Any]]
@@ -261,12 +269,7 @@ class Checkpoint:
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.items: dict[int, dict[str, Any]] = {}
-        self.fits: dict[int, dict[str, Any]] = {}
-        #: validation rows of a search: (fold, configuration key) -> index -> row
-        self.vals: dict[tuple[int, str], dict[int, dict[str, Any]]] = {}
-        #: a search's choice per fold
-        self.selects: dict[int, dict[str, Any]] = {}
+        self._empty()
         if path.exists():
             self._load()
         new = not path.exists() or path.stat().st_size == 0
@@ -274,6 +277,14 @@ class Checkpoint:
         if new:
             self.append({"kind": "config", "config": config})
             self.sync()
+
+    def _empty(self) -> None:
+        self.items: dict[int, dict[str, Any]] = {}
+        self.fits: dict[int, dict[str, Any]] = {}
+        #: validation rows of a search: (fold, configuration key) -> index -> row
+        self.vals: dict[tuple[int, str], dict[int, dict[str, Any]]] = {}
+        #: a search's choice per fold
+        self.selects: dict[int, dict[str, Any]] = {}
 
     def _load(self) -> None:
         data = self.path.read_bytes()
@@ -315,6 +326,37 @@ class Checkpoint:
     def close(self) -> None:
         os.close(self.fd)
 
+    def fold_records(self, fold: int) -> list[dict[str, Any]]:
+        """The records a fold's fit and validation search read back (fit, choice, validation rows)."""
+        out = [r for r in (self.fits.get(fold), self.selects.get(fold)) if r is not None]
+        for (f, _), rows in self.vals.items():
+            if f == fold:
+                out.extend(rows.values())
+        return out
+
+
+class MemoryCheckpoint(Checkpoint):
+    """A :class:`Checkpoint` in memory, for a worker: it starts from ``records`` (what the real checkpoint
+    holds of the job's fold) and keeps what is appended, as it reads back, in :attr:`new`."""
+
+    def __init__(self, records: Sequence[dict[str, Any]] = ()) -> None:
+        self._empty()
+        self.new: list[dict[str, Any]] = []
+        for rec in records:
+            self._keep(rec)
+
+    def append(self, rec: dict[str, Any]) -> dict[str, Any]:
+        back = json.loads(json.dumps(rec, sort_keys=True))
+        self._keep(back)
+        self.new.append(back)
+        return back
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (:func:`steerlab.files.atomic_write_text`)."""
@@ -332,6 +374,76 @@ def _summary(rows: Sequence[dict[str, Any]], spec: TaskSpec) -> dict[str, Any]:
     if spec.aggregate is not None:
         return {"n": len(rows), **spec.aggregate(rows)}
     return {"n": len(rows), **{m: _mean([float(r[m]) for r in rows]) for m in spec.metrics}}
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """Work one process can do alone: fit fold ``fold`` on its training questions (or search its options on
+    their validation part), then score ``chunks``, each chunk of held-out items in one evaluator call."""
+
+    fold: int
+    train: tuple[int, ...]
+    chunks: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class FoldWork:
+    """What every :class:`FoldJob` of one run shares; picklable (no model: a worker brings its own).
+
+    ``records``: what the checkpoint already holds of each fold's fit and search (a resumed run).
+    ``judge``: the judge ``run_task`` was given (None: the default), made into a
+    :class:`~steerlab.evals.gen_judge.GenerationJudge` on the worker's model."""
+
+    task: str
+    method: str
+    method_config: dict[str, Any]
+    items: tuple[Any, ...]
+    groups: tuple[str, ...]
+    batch_size: int
+    chunk_size: int
+    search: Search | None = None
+    rule: Rule | None = None
+    judge: Any = None
+    records: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+#: ``shard(work, jobs)`` runs every job elsewhere (:func:`run_fold_job` on a model of the same weights) and
+#: yields ``(job, records)`` as each finishes, in any order
+Shard = Callable[[FoldWork, Sequence[FoldJob]], Iterable[tuple[FoldJob, list[dict[str, Any]]]]]
+
+
+def run_fold_job(lm: LoadedModel, work: FoldWork, job: FoldJob) -> list[dict[str, Any]]:
+    """Do ``job`` on ``lm`` with the code :func:`run_task` runs in process; returns the checkpoint records it
+    made (the fold's fit, its search's validation rows and choice, one ``item`` record per scored item)."""
+    spec = get_task(work.task)
+    method = make_method(work.method, **work.method_config)
+    judge = gen_judge(lm, work.judge, batch_size=work.batch_size) if spec.uses_judge else None
+    ckpt = MemoryCheckpoint(work.records.get(job.fold, ()))
+    _run_fold(lm, method, spec, work.items, work.groups, job, ckpt, work.search, work.rule, work.batch_size,
+              work.chunk_size, judge)
+    return ckpt.new
+
+
+def _run_fold(lm: LoadedModel, method: Method, spec: TaskSpec, items: Sequence[Any], groups: Sequence[str],
+              job: FoldJob, ckpt: Checkpoint, search_: Search | None, rule: Rule | None, batch_size: int,
+              chunk_size: int, judge: Any, progress: bool = False,
+              after_chunk: Callable[[int, list[int]], None] | None = None) -> None:
+    """Fit (or search) the fold, then score its chunks, appending every record to ``ckpt``."""
+    f = job.fold
+    if search_ is not None and rule is not None:
+        fitted = _search_fold(lm, method, spec, items, job.train, ckpt, f, search_, rule, batch_size, chunk_size,
+                              judge, progress)
+    else:
+        fitted = _fit_fold(lm, method, items, job.train, ckpt, f)
+    for chunk in job.chunks:
+        rows = spec.evaluate(lm, [items[i] for i in chunk], fitted, batch_size, judge)
+        if len(rows) != len(chunk):
+            raise RuntimeError(f"evaluator returned {len(rows)} rows for {len(chunk)} items")
+        for i, row in zip(chunk, rows):
+            ckpt.append({"kind": "item", "fold": f, "index": i, "group": groups[i], **row})
+        ckpt.sync()
+        if after_chunk is not None:
+            after_chunk(f, list(chunk))
 
 
 def run_task(
@@ -353,6 +465,7 @@ def run_task(
     on_chunk: Callable[[int, list[int]], None] | None = None,
     judge: Any = None,
     search: Search | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``method`` on ``task`` with ``folds``-fold cross-validation; returns (and writes) results.
 
@@ -365,12 +478,20 @@ def run_task(
     count scored items and to interrupt a run). ``judge`` scores tasks that need one (``truthfulqa_gen``;
     default :func:`~steerlab.evals.judges.default_judge`); its ``name`` is part of the configuration and so
     of the checkpoint's hash: runs with different judges never resume each other. Other tasks refuse one.
+
+    ``shard`` (:data:`Shard`, e.g. :meth:`steerlab.distributed.RayCluster.eval_shard`) runs the folds' fits and
+    chunks in other processes (see the module doc); the results are those of the in-process run. The
+    records of a job reach the checkpoint when the whole job is done, and ``on_chunk`` is called then.
     """
     from ..data.registry import load_dataset
 
     spec = get_task(task)
     if judge is not None and not spec.uses_judge:
         raise ValueError(f"task '{task}' is not scored by a judge: drop judge=")
+    if shard is not None and isinstance(judge, GenerationJudge):
+        raise ValueError("a GenerationJudge holds a model and cannot be sent to workers: pass the truth / info "
+                         "judge itself (judge=), each worker adds its coherence scorer")
+    given_judge = judge
     if spec.uses_judge:
         judge = gen_judge(lm, judge, batch_size=batch_size)
     rule = None
@@ -420,32 +541,42 @@ def run_task(
     h = config_hash(config)
     out_dir = Path(out)
     ckpt = Checkpoint(out_dir / "checkpoint" / f"{h}.jsonl", config)
-    todo = sum(1 for _, _, test in fold_list for i in test if i not in ckpt.items)
+    # the chunks still to score, per fold: consecutive held-out items, finished ones left out
+    jobs: list[FoldJob] = []
+    for f, train, test in fold_list:
+        chunks = tuple(c for c in (tuple(i for i in test[s:s + chunk_size] if i not in ckpt.items)
+                                   for s in range(0, len(test), chunk_size)) if c)
+        if not chunks:
+            continue
+        if shard is not None and search is None and not method.needs_fit:
+            jobs.extend(FoldJob(f, tuple(train), (c,)) for c in chunks)  # nothing to fit: a job per chunk
+        else:
+            jobs.append(FoldJob(f, tuple(train), chunks))
+    todo = sum(len(c) for job in jobs for c in job.chunks)
     try:
         with ProgressBar(todo, progress and todo > 0, f"{task} [{method.name}]") as bar:
-            for f, train, test in fold_list:
-                remaining = [i for i in test if i not in ckpt.items]
-                if not remaining:
-                    continue
-                if search is not None and rule is not None:
-                    fitted = _search_fold(lm, method, spec, items, train, ckpt, f, search, rule, batch_size,
-                                          chunk_size, judge, progress)
-                else:
-                    fitted = _fit_fold(lm, method, items, train, ckpt, f)
-                for c in range(0, len(test), chunk_size):
-                    chunk = [i for i in test[c:c + chunk_size] if i not in ckpt.items]
-                    if not chunk:
-                        continue
-                    rows = spec.evaluate(lm, [items[i] for i in chunk], fitted, batch_size, judge)
-                    if len(rows) != len(chunk):
-                        raise RuntimeError(f"evaluator returned {len(rows)} rows for {len(chunk)} items")
-                    for i, row in zip(chunk, rows):
-                        rec = {"kind": "item", "fold": f, "index": i, "group": groups[i], **row}
+            def after_chunk(f: int, chunk: list[int]) -> None:
+                bar.advance(len(chunk))
+                if on_chunk is not None:
+                    on_chunk(f, chunk)
+
+            if shard is None:
+                for job in jobs:
+                    _run_fold(lm, method, spec, items, groups, job, ckpt, search, rule, batch_size, chunk_size,
+                              judge, progress, after_chunk)
+            elif jobs:
+                work = FoldWork(task, method.name, method.config_dict(), tuple(items), tuple(groups), batch_size,
+                                chunk_size, search, rule, given_judge,
+                                {job.fold: ckpt.fold_records(job.fold) for job in jobs})
+                for job, records in shard(work, jobs):
+                    for rec in records:
+                        # chunk jobs of one fold each bring the fold's (identical) fit record: keep the first
+                        if rec.get("kind") == "fit" and int(rec["fold"]) in ckpt.fits:
+                            continue
                         ckpt.append(rec)
                     ckpt.sync()
-                    bar.advance(len(chunk))
-                    if on_chunk is not None:
-                        on_chunk(f, chunk)
+                    for chunk in job.chunks:
+                        after_chunk(job.fold, list(chunk))
     finally:
         ckpt.close()
 

@@ -94,7 +94,10 @@ class Ticket:
                 return
             if update.finish is not None:
                 self.done = True
-        self._sink(update)
+        try:
+            self._sink(update)
+        except RuntimeError:  # the handler's event loop is closed: nobody is listening any more
+            pass
         if update.finish is not None:
             self._scheduler._release()
 
@@ -196,7 +199,10 @@ class Scheduler:
                     self._wake.clear()
                     time.sleep(self.gather_s)  # requests sent together start together: one prefill, not several
                 continue
-            self.engine.step()
+            try:
+                self.engine.step()
+            except Exception as exc:  # noqa: BLE001 - a bug must not leave accepted requests waiting forever
+                self.engine.fail_all("error", f"{type(exc).__name__}: {exc}")
         self.engine.fail_all("shutdown", "the server shut down before this request finished")
 
     def _worker_loop(self) -> None:
