@@ -10,7 +10,10 @@ import torch
 import steerlab as sl
 from steerlab.batching import BatchEngine, RowEvent, RowRequest
 from steerlab.interventions.add import Steer
+from steerlab.generate import GenerationConfig
 from steerlab.testing import tiny_model
+
+from serve_support import vector
 
 PROMPTS = ["the cat sat on", "hello world, this is a longer prompt than the others", "abc", "zz top",
            "one two three four", "q"]
@@ -19,15 +22,6 @@ PROMPTS = ["the cat sat on", "hello world, this is a longer prompt than the othe
 @pytest.fixture(scope="module")
 def lm():
     return tiny_model("llama", n_layers=4, hidden=64, seed=1)
-
-
-def _vec(lm, seed: int, layers=(1, 2), scale: float = 30.0, kind: str = "residual") -> sl.SteeringVector:
-    g = torch.Generator().manual_seed(seed)
-    a = lm.adapter
-    width = a.heads_width if kind == "heads" else a.hidden_size
-    vecs = {f"{kind}.{layer}": torch.randn(width, generator=g) * scale / width**0.5 for layer in layers}
-    meta = sl.VectorMeta(model_name=lm.name, architecture=a.family, hidden_size=a.hidden_size, n_layers=a.n_layers)
-    return sl.SteeringVector(vecs, meta)
 
 
 class Collect:
@@ -66,21 +60,22 @@ def _solo(lm, prompt: str, req: RowRequest) -> list[int]:
     kw = {}
     if req.steer is not None:
         kw = dict(steer=req.steer)
-    out = sl.generate(lm, prompt, max_new_tokens=req.max_new_tokens, do_sample=req.do_sample,
-                      temperature=req.temperature, top_p=req.top_p, seed=req.seed, **kw)
+    c = req.config
+    out = sl.generate(lm, prompt, max_new_tokens=c.max_new_tokens, do_sample=c.do_sample, temperature=c.temperature,
+                      top_p=c.top_p, seed=c.seed, **kw)
     return out.tokens[0]
 
 
 def test_rows_joining_and_leaving_get_their_solo_tokens(lm) -> None:
-    vecs = [_vec(lm, 1), _vec(lm, 2, layers=(0, 3)), _vec(lm, 3, kind="heads", layers=(2,)), None]
+    vecs = [vector(lm, 1), vector(lm, 2, layers=(0, 3)), vector(lm, 3, kind="heads", layers=(2,)), None]
     wheres = ["all", "generated", "prompt", 3]
     plan = []
     for i, prompt in enumerate(PROMPTS * 2):
         v = vecs[i % len(vecs)]
         steer = None if v is None else Steer(v, strength=[1.0, -2.0, 0.5][i % 3], where=wheres[i % 4])
         sample = i % 5 == 4
-        req = RowRequest(_ids(lm, prompt), max_new_tokens=6 + (i * 3) % 11, steer=steer, do_sample=sample,
-                         temperature=0.8, seed=100 + i if sample else None)
+        cfg = GenerationConfig(6 + (i * 3) % 11, sample, 0.8, seed=100 + i if sample else None)
+        req = RowRequest(_ids(lm, prompt), cfg, steer)
         plan.append((i // 2 * 3, req))  # two rows join every third step
     engine = BatchEngine(lm, max_batch=5, max_join=2)
     got = _run(engine, plan)
@@ -91,7 +86,7 @@ def test_rows_joining_and_leaving_get_their_solo_tokens(lm) -> None:
     assert engine.stats.rows_done == len(plan) and engine.idle
     # steering acts: a steered row differs from its unsteered run
     req = plan[0][1]
-    assert got[0].tokens != _solo(lm, PROMPTS[0], RowRequest(req.prompt_ids, req.max_new_tokens))
+    assert got[0].tokens != _solo(lm, PROMPTS[0], RowRequest(req.prompt_ids, req.config))
 
 
 def test_stop_string_and_budget(lm) -> None:
@@ -99,17 +94,17 @@ def test_stop_string_and_budget(lm) -> None:
     text = plain.texts[0]
     stop = text[3:5]
     engine = BatchEngine(lm)
-    sink = _run(engine, [(0, RowRequest(_ids(lm, PROMPTS[0]), 12, stop=(stop,)))])[0]
+    sink = _run(engine, [(0, RowRequest(_ids(lm, PROMPTS[0]), GenerationConfig(12, stop=(stop,))))])[0]
     ref = sl.generate(lm, PROMPTS[0], max_new_tokens=12, stop=stop)
     assert sink.finish == "stop" and ref.finish_reasons[0] == "stop"
     assert sink.tokens == ref.tokens[0]
-    one = _run(BatchEngine(lm), [(0, RowRequest(_ids(lm, PROMPTS[0]), 1))])[0]
+    one = _run(BatchEngine(lm), [(0, RowRequest(_ids(lm, PROMPTS[0]), GenerationConfig(1)))])[0]
     assert one.finish == "length" and one.tokens == plain.tokens[0][:1]
 
 
 def test_cancel_frees_the_row_and_others_are_unchanged(lm) -> None:
     engine = BatchEngine(lm)
-    reqs = [RowRequest(_ids(lm, p), 20, steer=Steer(_vec(lm, i + 5))) for i, p in enumerate(PROMPTS[:3])]
+    reqs = [RowRequest(_ids(lm, p), GenerationConfig(20), Steer(vector(lm, i + 5))) for i, p in enumerate(PROMPTS[:3])]
     sinks = [Collect() for _ in reqs]
     rids = [engine.submit(r, s) for r, s in zip(reqs, sinks)]
     for _ in range(3):
@@ -128,11 +123,11 @@ def test_cancel_frees_the_row_and_others_are_unchanged(lm) -> None:
 def test_deadline_and_shutdown(lm) -> None:
     engine = BatchEngine(lm)
     late, running, queued = Collect(), Collect(), Collect()
-    engine.submit(RowRequest(_ids(lm, "x"), 50, deadline=time.monotonic() - 1), late)
-    engine.submit(RowRequest(_ids(lm, "y"), 50), running)
+    engine.submit(RowRequest(_ids(lm, "x"), GenerationConfig(50), deadline=time.monotonic() - 1), late)
+    engine.submit(RowRequest(_ids(lm, "y"), GenerationConfig(50)), running)
     engine.step()
     assert late.finish == "timeout" and late.tokens == []
-    engine.submit(RowRequest(_ids(lm, "z"), 50), queued)
+    engine.submit(RowRequest(_ids(lm, "z"), GenerationConfig(50)), queued)
     assert engine.fail_all("shutdown", "the server is shutting down") == 2
     assert running.finish == queued.finish == "shutdown"
     assert running.error == "the server is shutting down" and engine.idle
@@ -140,9 +135,9 @@ def test_deadline_and_shutdown(lm) -> None:
 
 def test_bad_requests(lm) -> None:
     with pytest.raises(ValueError, match="the prompt has no tokens"):
-        RowRequest([], 4)
+        RowRequest([], GenerationConfig(4))
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
-        RowRequest([1, 2], 0)
+        RowRequest([1, 2], GenerationConfig(0))
     with pytest.raises(ValueError, match="max_batch and max_join must be >= 1"):
         BatchEngine(lm, max_batch=0)
 
@@ -153,13 +148,13 @@ def test_embedded_model_rows_get_their_solo_tokens(embedded) -> None:
     after another; every row's greedy tokens equal a solo generate call."""
     prompts = ["What is the capital of France?", "Write a haiku about the sea.", "Hi", "Name three fruits.",
                "Why is the sky blue?"]
-    vecs = [_vec(embedded, 11, layers=(6, 12), scale=12.0), _vec(embedded, 12, layers=(10,), scale=20.0),
-            _vec(embedded, 13, layers=(8,), kind="heads", scale=6.0), None, _vec(embedded, 14, layers=(15,))]
+    vecs = [vector(embedded, 11, layers=(6, 12), scale=12.0), vector(embedded, 12, layers=(10,), scale=20.0),
+            vector(embedded, 13, layers=(8,), kind="heads", scale=6.0), None, vector(embedded, 14, layers=(15,))]
     plan = []
     for i, (prompt, v) in enumerate(zip(prompts, vecs)):
         ids = embedded.encode([prompt], chat=True)["input_ids"][0].tolist()
         steer = None if v is None else Steer(v, [1.0, -1.5, 2.0, 1.0, 0.7][i], ["all", "generated", "all", "all", 4][i])
-        plan.append((2 * i, RowRequest(ids, 24, steer=steer)))
+        plan.append((2 * i, RowRequest(ids, GenerationConfig(24), steer)))
     got = _run(BatchEngine(embedded, max_batch=4), plan)
     for (_, req), sink, prompt in zip(plan, got, prompts):
         kw = {} if req.steer is None else {"steer": req.steer}

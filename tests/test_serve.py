@@ -17,6 +17,7 @@ import steerlab as sl
 from steerlab.backtrack import fasb_generate
 from steerlab.batching import RowRequest
 from steerlab.embed.commands import build_encoder
+from steerlab.generate import GenerationConfig
 from steerlab.interventions.add import Steer
 from steerlab.interventions.psr import GateTrace
 from steerlab.serve.app import create_app
@@ -262,7 +263,7 @@ def test_shutdown_past_its_grace_fails_every_request_cleanly(lm) -> None:
     got: dict[int, list[Update]] = {i: [] for i in range(5)}
     ids = lm.encode(["hello"])["input_ids"][0].tolist()
     for i in range(4):
-        sched.submit_row(RowRequest(ids, 500), got[i].append)
+        sched.submit_row(RowRequest(ids, GenerationConfig(500)), got[i].append)
     started = threading.Event()
 
     def slow_job(ticket):
@@ -279,7 +280,7 @@ def test_shutdown_past_its_grace_fails_every_request_cleanly(lm) -> None:
         assert len(finals) == 1 and finals[0].finish == "shutdown", i
     assert sched.in_flight == 0
     with pytest.raises(ShuttingDown, match="the server is shutting down: no new requests"):
-        sched.submit_row(RowRequest(ids, 5), lambda u: None)
+        sched.submit_row(RowRequest(ids, GenerationConfig(5)), lambda u: None)
 
 
 def test_playground_page_is_served(served) -> None:

@@ -44,26 +44,20 @@ FINISH_REASONS = ("eos", "stop", "length", "cancelled", "timeout", "shutdown", "
 
 @dataclass
 class RowRequest:
-    """One generation: prompt token ids (chat template already applied), budget, sampling, steering."""
+    """One generation: prompt token ids (chat template already applied), its budget and sampling settings
+    (``config``: ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``top_k``, ``seed``, ``stop``),
+    its steering, and the ``time.monotonic()`` after which it ends with ``"timeout"``."""
 
     prompt_ids: list[int]
-    max_new_tokens: int = 64
+    config: GenerationConfig = field(default_factory=GenerationConfig)
     steer: Steer | None = None
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    deadline: float | None = None  # time.monotonic() after which the row ends with "timeout"
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
             raise ValueError("the prompt has no tokens")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        self.config = GenerationConfig(self.max_new_tokens, self.do_sample, self.temperature, self.top_p,
-                                       self.top_k, self.seed, tuple(self.stop))
+        if self.config.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.config.max_new_tokens}")
 
 
 @dataclass(frozen=True)
@@ -135,9 +129,10 @@ class BatchEngine:
     def submit(self, req: RowRequest, sink: Sink) -> int:
         """Queue a row; its events go to ``sink`` (called from the stepping thread). Returns its id."""
         gen = None
-        if req.do_sample:
+        if req.config.do_sample:
             gen = torch.Generator(device=self.lm.model.device)
-            gen.manual_seed(req.seed if req.seed is not None else int(torch.seed() % (2**63)))
+            seed = req.config.seed
+            gen.manual_seed(seed if seed is not None else int(torch.seed() % (2**63)))
         with self._lock:
             rid = self._next_id
             self._next_id += 1
@@ -297,13 +292,13 @@ class BatchEngine:
 
     def _pick(self, rows: Sequence[_Row], logits: torch.Tensor) -> None:
         """Choose each row's next token, tell its sink, and mark rows that ended."""
-        greedy = [i for i, r in enumerate(rows) if not r.req.do_sample]
+        greedy = [i for i, r in enumerate(rows) if not r.req.config.do_sample]
         chosen: dict[int, int] = {}
         if greedy:
             picks = logits[greedy].argmax(-1).tolist()
             chosen.update(zip(greedy, picks))
         for i, r in enumerate(rows):
-            if r.req.do_sample:
+            if r.req.config.do_sample:
                 chosen[i] = int(select_next(logits[i:i + 1], r.req.config, r.gen)[0])
         for i, r in enumerate(rows):
             t = chosen[i]
@@ -315,16 +310,16 @@ class BatchEngine:
             r.tokens.append(t)
             r.next_token = t
             r.sink(RowEvent(t))
-            if r.req.stop and self._stopped(r):
+            if r.req.config.stop and self._stopped(r):
                 r.next_token = None
                 r.sink(RowEvent(None, "stop"))
-            elif len(r.tokens) >= r.req.max_new_tokens:
+            elif len(r.tokens) >= r.req.config.max_new_tokens:
                 r.next_token = None
                 r.sink(RowEvent(None, "length"))
 
     def _stopped(self, row: _Row) -> bool:
         text = self.lm.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        return any(s in text for s in row.req.stop)
+        return any(s in text for s in row.req.config.stop)
 
     def _retire(self) -> None:
         """Drop rows that ended (or were cancelled / ran late) from the batch and its cache."""

@@ -43,10 +43,10 @@ from ..methods import make_method
 from ..methods.base import FittedMethod, Method
 from ..progress import ProgressBar
 from ..models import LoadedModel
+from .gen_judge import GenerationJudge
 from .report import RAW_METRICS
 from .selection import Choice, Rule, Step, config_key, doubling, grid, search, stepping
 from .truthfulqa import kfold_by_question, train_val_split
-from .gen_judge import GenerationJudge
 from .truthfulqa_gen import gen_judge
 
 __all__ = ["TaskSpec", "TASK_NAMES", "get_task", "task_names", "config_hash", "Checkpoint", "run_task",

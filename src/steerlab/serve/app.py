@@ -31,7 +31,7 @@ from ..checks import check_strength
 from ..embed.commands import build_encoder
 from ..embed.encoder import Encoder
 from ..fasb_commands import parse_overrides
-from ..generate import generate
+from ..generate import GenerationConfig, generate
 from ..interventions.add import Steer
 from ..interventions.psr import GateTrace
 from ..models import LoadedModel
@@ -184,9 +184,9 @@ class _Service:
                 if art is not None:
                     strength = check_strength(1.0 if spec.strength is None else spec.strength, "steering.strength")
                     steer = Steer(art.obj, strength, spec.positions)
-                row = RowRequest(prep.ids, prep.max_tokens, steer, do_sample=sample,
-                                 temperature=req.temperature if sample else 1.0, top_p=req.top_p, seed=req.seed,
-                                 stop=req.stops)
+                cfg = GenerationConfig(prep.max_tokens, sample, req.temperature if sample else 1.0, req.top_p,
+                                       seed=req.seed, stop=req.stops)
+                row = RowRequest(prep.ids, cfg, steer)
                 return self.scheduler.submit_row(row, sink)
             run = self._fasb_job(req, prep) if art.kind == "fasb" else self._psr_job(req, prep)
             return self.scheduler.submit_job(run, sink)
