@@ -125,8 +125,7 @@ def _parse_where(text: str) -> str | int:
 
 
 ModelOpt = typer.Option("embedded", "--model", "-m", help="'embedded', a .gguf file, a local directory or a hub id.")
-RayOpt = typer.Option(None, "--ray", metavar="ADDRESS",
-                      help="ADDRESS of a Ray cluster, or 'local' to start one here (docs/scaling.md).")
+RayOpt = typer.Option(None, "--ray", metavar="ADDRESS", help="ADDRESS of a Ray cluster, or 'local' to start one here.")
 RayWorkersOpt = typer.Option(2, "--ray-workers", min=1, help="With --ray: actors, each with its own model.")
 
 
@@ -691,9 +690,10 @@ def eval_cmd(
     if task == "sts":
         from .embed.commands import eval_sts_command
 
+        if ray is not None:
+            raise ValueError("`eval sts` runs in this process: drop --ray (it shards `eval TASK` and `embed`)")
         unused = [name for name, given in (("--method", method != "none"), ("--param", bool(param)),
-                                           ("--folds", folds != 2), ("--seed", seed != 0), ("--grid", bool(grid)),
-                                           ("--ray", ray is not None)) if given]
+                                           ("--folds", folds != 2), ("--seed", seed != 0), ("--grid", bool(grid))) if given]
         if unused:
             raise ValueError(f"{', '.join(unused)} given to `eval sts`, which scores sentence embeddings without "
                              "a steering method: drop them")
