@@ -203,7 +203,7 @@ def main() -> None:
     lines = ["Command: `OMP_NUM_THREADS=2 .venv/bin/python benchmarks/serve_load.py` (embedded SmolLM2-135M, "
              f"float32, 2 threads, {TOKENS} new tokens per request, greedy; server and load generator on one "
              "2-core machine, 127.0.0.1). Mix per level: 8 of every 16 requests steered with the joyful vector "
-             "(distinct strengths / positions), 4 unsteered, 4 FASB. \"wrong\": the answer differs from the same "
+             "(distinct strengths / positions), 4 unsteered, 4 FASB; the 1-client level sends the pool's first 8 (vector-steered only), the 4- and 16-client levels the whole pool once and twice. \"wrong\": the answer differs from the same "
              "request run alone through the library.", "",
              "| clients | requests | ok | errors | lost | wrong | new tokens/s | p50 latency (s) | p95 latency (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
