@@ -71,6 +71,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from steer_overhead import _NoEosTokenizer  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "benchmarks" / "peers" / "llamacpp_runner.py"
 SETUP = "bash benchmarks/peers/setup_venvs.sh llama-cpp"
@@ -215,19 +218,7 @@ class LlamaCpp:
 # steerlab side (this process)
 
 
-class _NoEosTokenizer:
-    """Tokenizer view without an EOS id, so ``steerlab.generate`` never stops early."""
-
-    eos_token_id = None
-
-    def __init__(self, tok: Any) -> None:
-        self._tok = tok
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._tok(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tok, name)
+# the tokenizer view without EOS is steer_overhead's (steerlab must decode the full budget, as llama.cpp does)
 
 
 def _clock_class() -> Any:
